@@ -1,0 +1,314 @@
+"""The per-clip inference engine: one core for every driver (DAVIS, YouTube-VOS,
+generic folders, videos, the Python API).
+
+Frames stream in, in order; masks stream out as soon as they are final. The
+engine keeps only the frames of the clip being assembled, the memory, and the
+prediction of a frame that is about to receive an annotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from inference.memory_store import MemoryGroup, MemoryStore
+from inference.padding import compute_pad, pad, unpad
+from inference.schedule import Clip, ClipScheduler, LabelStep
+from model.aggregate import EPS, aggregate
+from model.memory import gather_readout, l2_affinity, topk_weights
+from model.network import PCVOS
+from util.runtime import autocast
+
+MEMORY_READ_MODES = ("pmm", "parallel")
+
+
+@dataclass
+class EngineConfig:
+    """Inference settings (defaults = the released configuration)."""
+
+    clip_length: int = 5  # L: frames per clip and memory interval
+    memory_read: str = "pmm"  # 'pmm' progressive matching, or 'parallel'
+    pmm_every: int = 5  # PMM: in-clip temporary memory every F frames (F = 5 in the paper)
+    top_k: int = 20  # memory elements mixed per query position
+    mem_every: int | None = None  # memory interval in raw frames (None = clip_length)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the network stages)
+    decode_batch: int = 8  # frame-object pairs per decoder call: bounds activation memory
+    affinity_budget: int = 1 << 25  # max elements of one affinity/gather chunk (128 MB in fp32)
+
+    def __post_init__(self) -> None:
+        if self.memory_read not in MEMORY_READ_MODES:
+            raise ValueError(f"memory_read must be one of {MEMORY_READ_MODES}, got {self.memory_read!r}")
+        if self.clip_length < 1 or self.top_k < 1 or self.pmm_every < 1:
+            raise ValueError("clip_length, top_k and pmm_every must be >= 1")
+
+
+@dataclass
+class FrameInput:
+    """One frame fed to the engine.
+
+    image: [3, H, W] float, ImageNet-normalised, at the working resolution.
+    label: [H, W] int64 object ids (1..K, 0 = none) for objects annotated at this frame, or None.
+    required: whether a prediction is wanted (frames not required are skipped).
+    """
+
+    index: int
+    image: torch.Tensor
+    label: torch.Tensor | None = None
+    required: bool = True
+
+
+@dataclass
+class FrameResult:
+    """prob: [C + 1, H, W] float32 at the working resolution (background first), on the engine's device.
+
+    C is the highest object id seen so far (or ``num_objects`` when given).
+    """
+
+    index: int
+    prob: torch.Tensor
+
+
+def others_from_masks(masks: torch.Tensor) -> torch.Tensor:
+    """For each object, the sum of the other objects' masks.
+
+    masks: [O, 1, H, W] -> [O, 1, H, W] (zeros for a single object). Summed
+    explicitly rather than as total - own, to keep the released numbers.
+    """
+    count = masks.shape[0]
+    if count == 1:
+        return torch.zeros_like(masks)
+    return torch.stack([masks[[j for j in range(count) if j != i]].sum(0) for i in range(count)])
+
+
+class _VideoState:
+    """Everything the engine holds for one video."""
+
+    def __init__(self, store: MemoryStore, num_objects: int | None) -> None:
+        self.store = store
+        self.enabled: list[int] = []
+        self.channels = num_objects or 0
+        self.frames: dict[int, torch.Tensor] = {}  # padded images of pending frames [1, 3, Hp, Wp]
+        self.labels: dict[int, torch.Tensor] = {}  # padded label maps [Hp, Wp]
+        self.held: dict[int, torch.Tensor] = {}  # prediction of an annotated frame, before its labels
+        self.pads = None
+
+
+class PCVOSEngine:
+    """Per-clip propagation of object masks through a video.
+
+    Args:
+        network: a :class:`PCVOS` in eval mode on ``device``.
+        config: :class:`EngineConfig`.
+        memory_factory: builds the memory store of a video (keep-all by default).
+    """
+
+    def __init__(
+        self,
+        network: PCVOS,
+        config: EngineConfig | None = None,
+        memory_factory: Callable[[], MemoryStore] = MemoryStore,
+    ) -> None:
+        self.net = network
+        self.config = config or EngineConfig()
+        self.memory_factory = memory_factory
+        self.device = next(network.parameters()).device
+
+    # -- public API ----------------------------------------------------------------
+    @torch.inference_mode()
+    def segment(self, frames: Iterable[FrameInput], num_objects: int | None = None) -> Iterator[FrameResult]:
+        """Segment a video given as an iterable of frames in temporal order.
+
+        Yields one :class:`FrameResult` per segmented frame (annotated frames
+        included; frames before the first annotation and frames not required
+        are not yielded), as soon as it is final.
+
+        Args:
+            frames: :class:`FrameInput` in increasing ``index`` order.
+            num_objects: total object count if known (the released code
+                aggregates annotated frames over all K objects of the video).
+        """
+        cfg = self.config
+        state = _VideoState(self.memory_factory(), num_objects)
+        scheduler = ClipScheduler(cfg.clip_length, cfg.mem_every)
+        for frame in frames:
+            image = frame.image.to(self.device, torch.float32)
+            if state.pads is None:
+                state.pads = compute_pad(*image.shape[-2:])
+            state.frames[frame.index] = pad(image[None], state.pads)
+            if frame.label is not None:
+                state.labels[frame.index] = pad(frame.label.to(self.device, torch.int64), state.pads)
+            steps = scheduler.push(frame.index, labelled=frame.label is not None, required=frame.required)
+            for step in steps:
+                yield from self._run(step, state)
+            if frame.index not in scheduler.pending:
+                state.frames.pop(frame.index, None)
+        for step in scheduler.finish():
+            yield from self._run(step, state)
+
+    # -- steps -----------------------------------------------------------------------
+    def _run(self, step: Clip | LabelStep, state: _VideoState) -> Iterator[FrameResult]:
+        if isinstance(step, LabelStep):
+            yield self._apply_label(step.frame, state)
+        else:
+            yield from self._segment_clip(step, state)
+
+    def _apply_label(self, t: int, state: _VideoState) -> FrameResult:
+        """Write an annotation into the prediction of frame t and memorise frame t."""
+        label = state.labels.pop(t)
+        ids = [int(i) for i in torch.unique(label) if i > 0]
+        state.channels = max([state.channels, *ids])
+        prob = state.held.pop(t, None)
+        if prob is None:
+            prob = torch.zeros(state.channels + 1, *label.shape, device=self.device)
+            prob[0] = EPS
+        elif prob.shape[0] < state.channels + 1:
+            prob = torch.cat([prob, prob.new_zeros(state.channels + 1 - prob.shape[0], *label.shape)])
+        annotated = label > 0
+        prob[:, annotated] = 0
+        for obj in ids:
+            prob[obj] = (label == obj).float()
+        state.enabled += [obj for obj in ids if obj not in state.enabled]
+        prob = aggregate(prob[1:], dim=0)
+
+        image = state.frames.pop(t)
+        with autocast(self.device, self.config.precision):
+            feats = self.net.encode_key(image)
+        self._memorise(state, t, image, feats.key[0], feats.f16[0:1], prob[state.enabled], permanent=True)
+        return FrameResult(t, unpad(prob, state.pads))
+
+    def _segment_clip(self, clip: Clip, state: _VideoState) -> Iterator[FrameResult]:
+        cfg = self.config
+        n = len(clip.frames)
+        images = torch.cat([state.frames[t] for t in clip.frames])  # [n, 3, Hp, Wp]
+        with autocast(self.device, cfg.precision):
+            feats = self.net.encode_key(images)
+        readout = self._read_memory(state, feats.key)  # [O, Cv, n, h, w]
+        with autocast(self.device, cfg.precision):
+            keys = self.net.refine_keys(feats.f16)
+            keys = None if keys is None else keys.transpose(0, 1)[None]  # [1, hid, n, h, w]
+            refined = self.net.refine_clip(keys, readout)
+            logits = self._decode(refined, feats)
+        objects = len(state.enabled)
+        prob_obj = torch.sigmoid(logits.float()).view(objects, n, *images.shape[-2:])
+        agg = aggregate(prob_obj, dim=0)  # [O + 1, n, Hp, Wp]
+
+        for i, t in enumerate(clip.frames):
+            if t in clip.memory_frames:
+                self._memorise(
+                    state, t, images[i : i + 1], feats.key[i], feats.f16[i : i + 1], agg[1:, i], permanent=False
+                )
+        for i, t in enumerate(clip.frames):
+            full = agg.new_zeros(state.channels + 1, *agg.shape[-2:])
+            full[0] = agg[0, i]
+            full[state.enabled] = agg[1:, i]
+            if t in state.labels:  # an annotation follows: hold the prediction for it
+                state.held[t] = full
+            else:
+                state.frames.pop(t, None)
+                yield FrameResult(t, unpad(full, state.pads))
+
+    # -- network pieces ----------------------------------------------------------------
+    def _memorise(
+        self,
+        state: _VideoState,
+        t: int,
+        image: torch.Tensor,
+        key: torch.Tensor,
+        f16: torch.Tensor,
+        masks: torch.Tensor,
+        permanent: bool,
+    ) -> None:
+        """Encode frame t's value for every enabled object and offer it to memory.
+
+        image: [1, 3, Hp, Wp]; key: [Ck, h, w]; f16: [1, C16, h, w]; masks: [O, Hp, Wp].
+        """
+        masks = masks.unsqueeze(1)
+        count = masks.shape[0]
+        with autocast(self.device, self.config.precision):
+            values = self.net.encode_value(
+                image.expand(count, -1, -1, -1),
+                f16.expand(count, -1, -1, -1),
+                masks,
+                others_from_masks(masks),
+            )
+        values = values.float()
+        state.store.add(
+            t, key.float(), {obj: values[i] for i, obj in enumerate(state.enabled)}, permanent=permanent
+        )
+
+    def _decode(self, refined: torch.Tensor, feats) -> torch.Tensor:
+        """refined: [O, Cv, n, h, w] -> logits [O * n, 1, Hp, Wp] (rows object-major)."""
+        objects, cv, n = refined.shape[:3]
+        rows = refined.transpose(1, 2).reshape(objects * n, cv, *refined.shape[-2:])
+        out = []
+        step = max(1, self.config.decode_batch)
+        for start in range(0, objects * n, step):
+            idx = torch.arange(start, min(start + step, objects * n), device=rows.device) % n
+            out.append(self.net.decode(rows[start : start + step], feats.f16_thin[idx], feats.f8[idx], feats.f4[idx]))
+        return torch.cat(out)
+
+    def _read_memory(self, state: _VideoState, query_keys: torch.Tensor) -> torch.Tensor:
+        """Memory readout of every enabled object for every clip frame.
+
+        With PMM, the clip is matched in segments of ``pmm_every`` frames; after
+        each segment its last frame's query key and readout are appended to a
+        temporary copy of the memory, discarded after the clip. Parallel mode
+        matches the whole clip at once.
+
+        Args:
+            query_keys: [n, Ck, h, w].
+
+        Returns:
+            [O, Cv, n, h, w] in ``state.enabled`` order.
+        """
+        cfg = self.config
+        n, ck, h, w = query_keys.shape
+        q = query_keys.float().flatten(2)  # [n, Ck, HW]
+        segment = n if cfg.memory_read == "parallel" else cfg.pmm_every
+        per_object: dict[int, torch.Tensor] = {}
+        for group in state.store.groups(state.enabled):
+            keys, key_sq, values = group.keys, group.key_sq, group.values
+            parts = []
+            for start in range(0, n, segment):
+                stop = min(start + segment, n)
+                queries = q[start:stop].transpose(0, 1).reshape(ck, -1)  # [Ck, s * HW]
+                read = self._match(keys, key_sq, values, queries, group, state.store)
+                read = read.view(values.shape[0], values.shape[1], stop - start, h * w)
+                parts.append(read)
+                if stop < n:  # PMM: the segment's last frame joins the temporary memory
+                    keys = torch.cat([keys, q[stop - 1]], dim=1)
+                    key_sq = torch.cat([key_sq, q[stop - 1].pow(2).sum(0)])
+                    values = torch.cat([values, read[:, :, -1]], dim=2)
+            stacked = torch.cat(parts, dim=2)  # [O_g, Cv, n, HW]
+            for i, obj in enumerate(group.objects):
+                per_object[obj] = stacked[i]
+        out = torch.stack([per_object[obj] for obj in state.enabled])
+        return out.view(len(state.enabled), -1, n, h, w)
+
+    def _match(
+        self,
+        keys: torch.Tensor,
+        key_sq: torch.Tensor,
+        values: torch.Tensor,
+        queries: torch.Tensor,
+        group: MemoryGroup,
+        store: MemoryStore,
+    ) -> torch.Tensor:
+        """Top-k readout of ``queries`` [Ck, M] from memory [Ck, N] / [O, Cv, N] -> [O, Cv, M], in chunks.
+
+        The store sees the top-k weights and indices of every chunk (indices past
+        the group's permanent memory belong to PMM's temporary entries).
+        """
+        cfg = self.config
+        n_mem = keys.shape[1]
+        per_column = max(n_mem, values.shape[0] * values.shape[1] * min(cfg.top_k, n_mem))
+        chunk = max(1, cfg.affinity_budget // per_column)
+        out = []
+        for start in range(0, queries.shape[1], chunk):
+            affinity = l2_affinity(keys, queries[:, start : start + chunk], key_sq)
+            weights, indices = topk_weights(affinity, cfg.top_k)
+            store.observe_read(group, weights, indices)
+            out.append(gather_readout(values, weights, indices))
+        return torch.cat(out, dim=2)

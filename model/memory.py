@@ -1,0 +1,78 @@
+"""Memory matching: L2 affinity, top-k readout (inference) and full-softmax readout (training)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def l2_affinity(mem_keys: torch.Tensor, query_keys: torch.Tensor, mem_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """Negative squared L2 distance up to a per-query constant, scaled by 1/sqrt(Ck).
+
+    ``S[n, j] = (2 <m_n, q_j> - ||m_n||^2) / sqrt(Ck)``; the ``-||q_j||^2`` term is
+    dropped because it cancels in the softmax over memory.
+
+    Args:
+        mem_keys: [B, Ck, N] (or [Ck, N]).
+        query_keys: [B, Ck, M] (or [Ck, M]).
+        mem_sq: optional precomputed ``||m_n||^2``, [B, N] (or [N]).
+
+    Returns:
+        [B, N, M] (or [N, M]) float32.
+    """
+    mem_keys = mem_keys.float()
+    query_keys = query_keys.float()
+    if mem_sq is None:
+        mem_sq = mem_keys.pow(2).sum(-2)
+    dot = 2 * (mem_keys.transpose(-2, -1) @ query_keys)
+    return (dot - mem_sq.unsqueeze(-1)) / math.sqrt(mem_keys.shape[-2])
+
+
+def topk_weights(affinity: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over the memory axis and a max-subtracted softmax over those k.
+
+    The official code exponentiates the raw top-k affinities, which overflows to
+    inf/NaN once an affinity exceeds ~88.7; subtracting the maximum gives the
+    same numbers whenever that code does not overflow (a documented deviation).
+
+    Args:
+        affinity: [N, M] (memory x query).
+
+    Returns:
+        (weights [k, M], indices [k, M]) with k = min(top_k, N).
+    """
+    values, indices = torch.topk(affinity, k=min(top_k, affinity.shape[0]), dim=0)
+    return torch.softmax(values, dim=0), indices
+
+
+def gather_readout(mem_values: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Sparse readout: each query mixes only its k selected memory values.
+
+    Same numbers as scattering the weights into a dense N x M matrix and
+    multiplying, at k/N of the cost.
+
+    Args:
+        mem_values: [O, Cv, N] values of O objects over the same memory keys.
+        weights, indices: [k, M] from :func:`topk_weights`.
+
+    Returns:
+        [O, Cv, M]
+    """
+    o, cv, _ = mem_values.shape
+    k, m = indices.shape
+    picked = mem_values.index_select(2, indices.reshape(-1)).view(o, cv, k, m)
+    return (picked * weights.to(picked.dtype)).sum(dim=2)
+
+
+def softmax_readout(mem_keys: torch.Tensor, mem_values: torch.Tensor, query_keys: torch.Tensor) -> torch.Tensor:
+    """Full (max-subtracted) softmax over all memory, as used in training.
+
+    Args:
+        mem_keys: [B, Ck, N]; mem_values: [B, O, Cv, N]; query_keys: [B, Ck, M].
+
+    Returns:
+        [B, O, Cv, M]
+    """
+    weights = torch.softmax(l2_affinity(mem_keys, query_keys), dim=1)  # [B, N, M]
+    return mem_values.float() @ weights.unsqueeze(1)

@@ -1,0 +1,136 @@
+"""The PCVOS network as named stages (no monolithic ``forward``).
+
+Stages, all batched over frames (and objects where it applies):
+
+* :meth:`PCVOS.encode_key`   frames -> memory/query keys and decoder skips
+* :meth:`PCVOS.encode_value` frame + object mask -> memory value
+* :meth:`PCVOS.refine_keys`  f16 -> the 256-d key stream of the refinement
+* :meth:`PCVOS.refine_clip`  memory readout of a clip -> refined readout
+* :meth:`PCVOS.decode`       refined readout + skips -> mask logits
+
+Memory reading lives in :mod:`model.memory` (shared by training and the
+inference engine). The state_dict has exactly the official key names and
+shapes (``../shared/pcvos/state_dict_pcvos.json``) for the default config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from model.decoder import Decoder
+from model.encoders import KEY_BACKBONE_CHANNELS, KeyEncoder, ValueEncoder
+from model.modules import KeyProjection
+from model.refine import ClipRefiner
+
+
+@dataclass
+class PCVOSConfig:
+    """Architecture knobs. The defaults are the paper's released model.
+
+    ``small()`` gives the CPU quickstart model: NOT the paper's model, a
+    ResNet-18 key encoder and narrower value/decoder widths so it trains in
+    minutes on a laptop CPU.
+    """
+
+    key_backbone: str = "resnet50"  # resnet50 (paper) or resnet18 (quickstart)
+    key_dim: int = 64  # memory key channels
+    value_dim: int = 512  # memory value channels
+    hidden_dim: int = 256  # refinement key-stream channels
+    decoder_dim: int = 256  # width of the 1/8 and 1/4 decoder stages
+    refine: bool = True  # intra-clip refinement (ICR); False = the "no ICR" ablation
+    refine_depths: tuple[int, ...] = (2,)
+    refine_windows: tuple[tuple[int, int, int], ...] = ((2, 7, 7),)
+    value_in_channels: int = 5  # 5 = image, mask, others; 4 = stage-0 single-object model
+    quality_head: bool = False  # optional QDMN-style mask quality head (bounded memory)
+    name: str = field(default="paper")
+
+    @classmethod
+    def small(cls) -> PCVOSConfig:
+        return cls(key_backbone="resnet18", value_dim=128, hidden_dim=64, decoder_dim=64, name="small")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PCVOSConfig:
+        data = dict(data)
+        data["refine_depths"] = tuple(data.get("refine_depths", (2,)))
+        data["refine_windows"] = tuple(tuple(w) for w in data.get("refine_windows", ((2, 7, 7),)))
+        return cls(**data)
+
+
+class KeyFeatures(NamedTuple):
+    """Key-encoder outputs of N frames (h, w = H/16, W/16)."""
+
+    key: torch.Tensor  # [N, Ck, h, w] memory/query key
+    f16_thin: torch.Tensor  # [N, Cv, h, w] compressed f16 for the decoder
+    f16: torch.Tensor  # [N, C16, h, w]
+    f8: torch.Tensor  # [N, C8, 2h, 2w]
+    f4: torch.Tensor  # [N, C4, 4h, 4w]
+
+
+class PCVOS(nn.Module):
+    """Per-clip video object segmentation network."""
+
+    def __init__(self, config: PCVOSConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = PCVOSConfig() if config is None else config
+        c4, c8, c16 = KEY_BACKBONE_CHANNELS[config.key_backbone]
+        # Attribute order = state_dict order of the official checkpoint.
+        self.key_encoder = KeyEncoder(config.key_backbone)
+        self.value_encoder = ValueEncoder(c16, config.value_dim, config.value_in_channels)
+        self.key_proj = KeyProjection(c16, config.key_dim)
+        self.key_comp = nn.Conv2d(c16, config.value_dim, kernel_size=3, padding=1)
+        if config.refine:
+            self.input_proj = KeyProjection(c16, config.hidden_dim)
+            self.refine_transformer = ClipRefiner(
+                config.hidden_dim, config.value_dim, config.refine_depths, config.refine_windows
+            )
+        else:
+            self.input_proj = None
+            self.refine_transformer = None
+        self.decoder = Decoder(2 * config.value_dim, c8, c4, config.value_dim, config.decoder_dim)
+        if config.quality_head:
+            from model.quality import QualityHead
+
+            self.quality_head = QualityHead(config.value_dim)
+        else:
+            self.quality_head = None
+
+    def encode_key(self, frames: torch.Tensor) -> KeyFeatures:
+        """frames: [N, 3, H, W] normalised, H and W multiples of 16."""
+        f16, f8, f4 = self.key_encoder(frames)
+        return KeyFeatures(self.key_proj(f16), self.key_comp(f16), f16, f8, f4)
+
+    def encode_value(
+        self, frames: torch.Tensor, f16: torch.Tensor, masks: torch.Tensor, others: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One memory value per (frame, object) row.
+
+        Args:
+            frames: [B, 3, H, W]; f16: [B, C16, h, w]; masks, others: [B, 1, H, W].
+
+        Returns:
+            [B, Cv, h, w]
+        """
+        return self.value_encoder(frames, f16, masks, others)
+
+    def refine_keys(self, f16: torch.Tensor) -> torch.Tensor | None:
+        """f16: [N, C16, h, w] -> [N, hidden, h, w] key stream of the refinement (None without ICR)."""
+        return None if self.input_proj is None else self.input_proj(f16)
+
+    def refine_clip(self, keys: torch.Tensor | None, readout: torch.Tensor) -> torch.Tensor:
+        """keys: [Bk, hidden, T, h, w]; readout: [Bk * O, Cv, T, h, w] -> refined, same shape as readout."""
+        if self.refine_transformer is None:
+            return readout
+        return self.refine_transformer(keys, readout)
+
+    def decode(
+        self, readout: torch.Tensor, f16_thin: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor
+    ) -> torch.Tensor:
+        """readout, f16_thin: [B, Cv, h, w]; f8, f4: skips of the same frames -> logits [B, 1, H, W]."""
+        return self.decoder(torch.cat([readout, f16_thin], dim=1), f8, f4)
