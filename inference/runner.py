@@ -1,0 +1,126 @@
+"""Glue between a video source, the engine and the mask writer (shared by every driver)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dataset.frames import VideoSource, frame_loader, label_values
+from inference.engine import FrameInput, PCVOSEngine
+from util.palette import read_palette
+from util.runtime import synchronize
+from util.writer import AtomicFolder, MaskWriter
+
+
+@dataclass
+class VideoStats:
+    """What one video cost.
+
+    ``engine_seconds`` is the wall time minus the time spent waiting for decoded
+    frames and handing masks to the writer thread: it covers the network, the
+    memory, and turning probabilities into masks at the output size (as the
+    released ``--time`` flag did), not disk input/output.
+    """
+
+    name: str
+    frames: int  # frames segmented (annotated frames included)
+    seconds: float  # wall time of the whole video
+    engine_seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.engine_seconds, 1e-9)
+
+
+def probabilities_to_mask(prob: torch.Tensor, out_size: tuple[int, int], lut: torch.Tensor) -> np.ndarray:
+    """[K + 1, h, w] probabilities -> uint8 [H, W] original object ids.
+
+    Bilinear resize (align_corners=False) to the output size, argmax over the
+    channels (background included), then internal ids -> original values.
+    """
+    if tuple(prob.shape[-2:]) != tuple(out_size):
+        prob = F.interpolate(prob[None], size=out_size, mode="bilinear", align_corners=False)[0]
+    return lut[prob.argmax(0)].to(torch.uint8).cpu().numpy()
+
+
+def segment_source(
+    engine: PCVOSEngine,
+    source: VideoSource,
+    size: int,
+    output: Path | None,
+    writer: MaskWriter | None,
+    workers: int = 2,
+    write_frames: Callable[[int], bool] | None = None,
+    on_prob: Callable[[int, torch.Tensor], None] | None = None,
+    output_size: tuple[int, int] | None = None,
+) -> VideoStats:
+    """Segment one video and write ``<output>/<video>/<frame>.png`` (complete or absent).
+
+    Args:
+        engine: the inference engine.
+        source: frames and annotations.
+        size: working short side (-1 keeps the original resolution).
+        output: results root, or None to write nothing.
+        writer: background PNG writer (required with ``output``).
+        workers: frame-decoding workers.
+        write_frames: which frame indices to write (default: every segmented frame).
+        on_prob: called with (frame index, [K + 1, h, w] probabilities) for every segmented frame.
+        output_size: (H, W) of the written masks (default: each frame's own size).
+    """
+    values = label_values(source)
+    if not values:
+        raise ValueError(f"video {source.name!r}: its annotation PNGs contain no object (all pixels are 0)")
+    id_map = {value: i + 1 for i, value in enumerate(values)}
+    lut = torch.tensor([0, *values], dtype=torch.int64, device=engine.device)
+    palette = read_palette(next(iter(source.labels.values())))
+    names = source.frame_names
+    folder = AtomicFolder(output / source.name) if output is not None else None
+    waited = 0.0
+    start = time.perf_counter()
+
+    def inputs() -> Iterator[FrameInput]:
+        nonlocal waited
+        loader = iter(frame_loader(source, size, id_map, workers))
+        while True:
+            tick = time.perf_counter()
+            item = next(loader, None)
+            waited += time.perf_counter() - tick
+            if item is None:
+                return
+            index = int(item["index"])
+            sizes[index] = tuple(int(v) for v in item["size"])
+            required = source.required is None or index in source.required
+            yield FrameInput(index, item["image"], item.get("label"), required)
+
+    sizes: dict[int, tuple[int, int]] = {}
+    count = 0
+    try:
+        for result in engine.segment(inputs(), num_objects=len(values)):
+            count += 1
+            prob = result.prob
+            if prob.shape[0] < len(values) + 1:
+                prob = torch.cat([prob, prob.new_zeros(len(values) + 1 - prob.shape[0], *prob.shape[1:])])
+            if on_prob is not None:
+                on_prob(result.index, prob)
+            if folder is not None and (write_frames is None or write_frames(result.index)):
+                target = output_size or sizes.get(result.index) or tuple(prob.shape[-2:])
+                mask = probabilities_to_mask(prob, target, lut)
+                tick = time.perf_counter()
+                writer.submit(folder.tmp / f"{names[result.index]}.png", mask, palette)
+                waited += time.perf_counter() - tick
+        synchronize(engine.device)
+        if folder is not None:
+            writer.flush()
+            folder.commit()
+    except BaseException:
+        if folder is not None:
+            folder.abort()
+        raise
+    seconds = time.perf_counter() - start
+    return VideoStats(source.name, count, seconds, seconds - waited)

@@ -1,0 +1,163 @@
+"""Loading network weights: official PCVOS, STCN, stage-0 and our training checkpoints.
+
+Every load uses ``weights_only=True`` and ``map_location``; a file that is
+not a checkpoint, or whose tensors do not fit, gets an error that names the
+file and the offending keys.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model.network import PCVOS, PCVOSConfig
+
+#: Keys that only PCVOS has (an STCN checkpoint lacks them).
+REFINE_PREFIXES = ("input_proj.", "refine_transformer.")
+#: Keys of the optional quality head (loaded separately from the official weights).
+QUALITY_PREFIX = "quality_head."
+VALUE_CONV1 = "value_encoder.conv1.weight"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into the network, with the reason."""
+
+
+@dataclass
+class LoadReport:
+    """What a load did: which kind of file it was and what was initialised instead."""
+
+    path: str
+    kind: str  # 'pcvos', 'stcn', 'stage0', 'training'
+    missing: list[str] = field(default_factory=list)  # initialised, not loaded
+    widened: bool = False  # 4-channel value encoder widened to 5
+
+    def summary(self) -> str:
+        text = f"{self.path}: loaded as {self.kind}"
+        if self.widened:
+            text += "; value-encoder input widened from 4 to 5 channels"
+        if self.missing:
+            text += f"; {len(self.missing)} keys initialised fresh ({_prefixes(self.missing)})"
+        return text
+
+
+def _prefixes(keys: list[str]) -> str:
+    return ", ".join(sorted({k.split(".")[0] for k in keys}))
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a weights file and return (state_dict, metadata).
+
+    Accepts a plain state_dict (official PCVOS/STCN releases), our training
+    checkpoints (``{'network': ..., 'config': ...}``) and DDP-prefixed keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
+        raise CheckpointError(
+            f"{path}: not a loadable PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}). "
+            "Pass the .pth file of a PCVOS, STCN or train.py checkpoint."
+        ) from error
+    meta: dict = {}
+    if isinstance(data, dict) and "network" in data and isinstance(data["network"], dict):
+        meta = {k: v for k, v in data.items() if k != "network"}
+        data = data["network"]
+    if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path}: does not hold a state_dict (a mapping of names to tensors)")
+    if all(k.startswith("module.") for k in data):
+        data = {k[len("module."):]: v for k, v in data.items()}
+    return data, meta
+
+
+def config_from_checkpoint(path: str | Path) -> PCVOSConfig:
+    """The architecture a checkpoint was trained with (default config for official files)."""
+    _, meta = read_state_dict(path)
+    config = meta.get("model_config")
+    if isinstance(config, str):
+        config = json.loads(config)
+    return PCVOSConfig.from_dict(config) if config else PCVOSConfig()
+
+
+def load_weights(model: PCVOS, path: str | Path, strict_refine: bool = False) -> LoadReport:
+    """Load weights into ``model`` and say what was done.
+
+    * official PCVOS or our checkpoints: every key must match (strict);
+    * STCN (no ``input_proj``/``refine_transformer``): those parts keep their
+      fresh initialisation and are reported (refused with ``strict_refine``);
+    * stage-0 (4-channel value encoder): widened to 5 channels, the extra
+      channel initialised orthogonally as in training;
+    * the optional quality head is never required.
+
+    Raises:
+        CheckpointError: listing missing, unexpected and mis-shaped keys.
+    """
+    state, _ = read_state_dict(path)
+    target = model.state_dict()
+    report = LoadReport(str(path), "pcvos")
+    state = dict(state)
+
+    if VALUE_CONV1 in state and VALUE_CONV1 in target:
+        have, want = state[VALUE_CONV1].shape[1], target[VALUE_CONV1].shape[1]
+        if have == 4 and want == 5:
+            extra = torch.empty(state[VALUE_CONV1].shape[0], 1, *state[VALUE_CONV1].shape[2:])
+            nn.init.orthogonal_(extra)
+            state[VALUE_CONV1] = torch.cat([state[VALUE_CONV1], extra], dim=1)
+            report.widened = True
+            report.kind = "stage0"
+
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in target
+        if k in state and state[k].shape != target[k].shape
+    ]
+    optional = [k for k in missing if k.startswith(QUALITY_PREFIX)]
+    refine_missing = [k for k in missing if k.startswith(REFINE_PREFIXES)]
+    if refine_missing and len(refine_missing) == len([k for k in target if k.startswith(REFINE_PREFIXES)]):
+        if strict_refine:
+            raise CheckpointError(f"{path}: has no intra-clip refinement weights (an STCN checkpoint?)")
+        report.kind = "stcn" if not report.widened else report.kind
+    else:
+        refine_missing = []
+    hard_missing = [k for k in missing if k not in optional and k not in refine_missing]
+    unexpected = [k for k in unexpected if not k.startswith(QUALITY_PREFIX)]
+    if hard_missing or unexpected or wrong:
+        lines = [f"{path}: does not fit the {model.config.name} PCVOS network."]
+        for title, keys in (("missing", hard_missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                shown = "\n    ".join(keys[:20]) + (f"\n    ... and {len(keys) - 20} more" if len(keys) > 20 else "")
+                lines.append(f"  {title} ({len(keys)}):\n    {shown}")
+        lines.append("  Is this a PCVOS/STCN checkpoint for this model size (see --model-size)?")
+        raise CheckpointError("\n".join(lines))
+
+    model.load_state_dict({**target, **state}, strict=True)
+    report.missing = refine_missing + optional
+    return report
+
+
+def load_quality_head(model: PCVOS, path: str | Path) -> None:
+    """Load only the quality head's weights (kept in a file of their own)."""
+    if model.quality_head is None:
+        raise CheckpointError("the network has no quality head; build it with quality_head=True")
+    state, _ = read_state_dict(path)
+    head = {k[len(QUALITY_PREFIX):]: v for k, v in state.items() if k.startswith(QUALITY_PREFIX)} or state
+    try:
+        model.quality_head.load_state_dict(head, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: not a quality-head checkpoint ({error})") from error
+
+
+def build_model(path: str | Path | None, device: torch.device | str = "cpu") -> tuple[PCVOS, LoadReport | None]:
+    """Build the network a checkpoint needs, load it, move it to ``device`` in eval mode."""
+    config = config_from_checkpoint(path) if path is not None else PCVOSConfig()
+    model = PCVOS(config)
+    report = load_weights(model, path) if path is not None else None
+    return model.to(device).eval(), report
