@@ -1,0 +1,114 @@
+"""Network layout against the official key list, and every checkpoint path (good and bad)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from model.checkpoint import CheckpointError, build_model, load_weights
+from model.network import PCVOS, PCVOSConfig
+from util.recipe_weights import recipe_state_dict
+
+
+@pytest.fixture(scope="module")
+def net():
+    return PCVOS()
+
+
+@pytest.fixture(scope="module")
+def recipe(net):
+    return recipe_state_dict(net)
+
+
+def test_state_dict_is_the_official_one(net, shared):
+    spec = json.loads((shared / "pcvos" / "state_dict_pcvos.json").read_text())
+    theirs = [(e["key"], e["shape"], e["dtype"]) for e in spec["state_dict"]]
+    ours = [(k, list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in net.state_dict().items()]
+    assert ours == theirs
+    assert sum(p.numel() for p in net.parameters()) == spec["total_parameters"] == 62_182_522
+
+
+def test_stcn_keys_are_ours_minus_refinement(net, shared):
+    spec = json.loads((shared / "pcvos" / "state_dict_stcn.json").read_text())
+    stcn = [(e["key"], e["shape"]) for e in spec["state_dict"]]
+    ours = [(k, list(v.shape)) for k, v in net.state_dict().items()
+            if not k.startswith(("input_proj.", "refine_transformer."))]
+    assert ours == stcn
+
+
+def test_official_checkpoint_loads_strictly(tmp_path, recipe):
+    path = tmp_path / "s03.pth"
+    torch.save(recipe, path)
+    model, report = build_model(path)
+    assert report.kind == "pcvos" and report.missing == [] and not report.widened
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, recipe[key]), key
+
+
+def test_stcn_checkpoint_reports_refinement_as_initialised(tmp_path, recipe):
+    stcn = {k: v for k, v in recipe.items() if not k.startswith(("input_proj.", "refine_transformer."))}
+    path = tmp_path / "stcn.pth"
+    torch.save({"module." + k: v for k, v in stcn.items()}, path)  # DDP-prefixed keys are accepted too
+    model = PCVOS()
+    before = model.refine_transformer.layers[0].blocks[0].attn.qk.weight.clone()
+    report = load_weights(model, path)
+    assert report.kind == "stcn"
+    assert {k.split(".")[0] for k in report.missing} == {"input_proj", "refine_transformer"}
+    assert torch.equal(model.decoder.pred.weight, recipe["decoder.pred.weight"])
+    assert torch.equal(model.refine_transformer.layers[0].blocks[0].attn.qk.weight, before)
+    assert "initialised fresh" in report.summary()
+    with pytest.raises(CheckpointError, match="no intra-clip refinement"):
+        load_weights(PCVOS(), path, strict_refine=True)
+
+
+def test_stage0_value_encoder_is_widened(tmp_path, recipe):
+    stage0 = dict(recipe)
+    stage0["value_encoder.conv1.weight"] = recipe["value_encoder.conv1.weight"][:, :4].clone()
+    path = tmp_path / "s0.pth"
+    torch.save(stage0, path)
+    model = PCVOS()
+    report = load_weights(model, path)
+    assert report.widened and report.kind == "stage0"
+    weight = model.value_encoder.conv1.weight
+    assert weight.shape[1] == 5 and torch.equal(weight[:, :4], stage0["value_encoder.conv1.weight"])
+    assert weight[:, 4].abs().sum() > 0  # orthogonal init, as in training
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("hello")
+    with pytest.raises(CheckpointError, match=str(path)):
+        build_model(path)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        build_model(tmp_path / "missing.pth")
+    torch.save({"weights": [1, 2, 3]}, tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="state_dict"):
+        build_model(tmp_path / "list.pth")
+
+
+def test_wrong_shapes_and_unknown_keys_are_listed(tmp_path, recipe):
+    bad = dict(recipe)
+    bad["key_proj.key_proj.weight"] = torch.zeros(32, 1024, 3, 3)
+    bad["extra.weight"] = torch.zeros(1)
+    del bad["decoder.pred.bias"]
+    path = tmp_path / "bad.pth"
+    torch.save(bad, path)
+    with pytest.raises(CheckpointError) as info:
+        load_weights(PCVOS(), path)
+    text = str(info.value)
+    assert "key_proj.key_proj.weight: file (32, 1024, 3, 3) vs model (64, 1024, 3, 3)" in text
+    assert "extra.weight" in text and "decoder.pred.bias" in text and str(path) in text
+
+
+def test_training_checkpoint_rebuilds_its_architecture(tmp_path):
+    config = PCVOSConfig.small()
+    small = PCVOS(config)
+    path = tmp_path / "train.pth"
+    torch.save({"network": small.state_dict(), "model_config": config.to_dict(), "iteration": 3}, path)
+    model, report = build_model(path)
+    assert model.config.key_backbone == "resnet18" and model.config.value_dim == 128
+    assert report.kind == "pcvos"
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_weights(PCVOS(), path)
