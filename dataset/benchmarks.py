@@ -1,0 +1,731 @@
+"""Benchmark layouts (DAVIS 2016/2017, YouTube-VOS 2018/2019, generic folders, single videos) and their outputs.
+
+Readers turn a dataset root into a :class:`Benchmark`: a list of
+:class:`~dataset.frames.VideoSource` plus how its masks are written and scored.
+``run_benchmark`` segments them with the one engine (through
+``inference.runner.segment_source``), then scores (DAVIS with ground truth) or
+zips (YouTube-VOS) once every video of the benchmark is on disk, so sharded
+runs finish the job in whichever shard completes last.
+
+Per-video output options travel in ``VideoSource.meta``:
+
+* ``'write'``: set of frame indices to write (absent = every segmented frame);
+* ``'output_size'``: (H, W) of the written masks (absent = each frame's size).
+
+``segment_stream`` is the frame-iterator counterpart of ``segment_source`` for
+inputs that cannot be read at random (mp4 and other containers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dataset.frames import VideoSource, list_frames, prepare_image, prepare_label, read_rgb, video_from_folders
+from inference.engine import FrameInput, PCVOSEngine
+from inference.runner import VideoStats, probabilities_to_mask, segment_source
+from util import davis_metrics as dm
+from util.palette import davis_palette, read_index_png, write_index_png
+from util.progress import progress
+from util.sharding import Shard
+from util.video_io import VideoReader, is_video_file, prefetch
+from util.writer import MaskWriter
+
+DAVIS_YEARS = ("2016", "2017")
+DAVIS_SPLITS = ("val", "test-dev", "train", "trainval")
+YOUTUBE_SPLITS = ("valid", "test")
+VOID = 255  # DAVIS void label: never an object id
+
+
+# =============================================================================================
+# What a benchmark is
+# =============================================================================================
+
+
+@dataclass
+class ScoreSpec:
+    """How to score a DAVIS-style result folder (util/davis_metrics)."""
+
+    gt_root: Path  # folder with Annotations/[480p/]<seq>/
+    set_name: str  # names the CSVs: global_results-<set>.csv
+    single_object: bool  # DAVIS 2016 convention
+
+
+@dataclass
+class Benchmark:
+    """One benchmark run: videos, where and how masks go, and what happens when all are done."""
+
+    name: str  # e.g. 'davis2017-val'
+    sources: list[VideoSource]
+    mask_root: Path  # masks go to <mask_root>/<video>/<frame>.png
+    binary: bool = False  # DAVIS 2016: greyscale 0/255 PNGs instead of palette PNGs
+    score: ScoreSpec | None = None  # ground truth to score against, if any
+    zip_path: Path | None = None  # YouTube-VOS submission zip (top level Annotations/)
+    notes: list[str] = field(default_factory=list)  # printed before the run (fallbacks taken)
+
+
+@dataclass
+class BenchmarkResult:
+    """What ``run_benchmark`` did for this process's shard."""
+
+    name: str
+    shard: Shard
+    videos: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    engine_seconds: float = 0.0
+    per_video: list[VideoStats] = field(default_factory=list)
+    complete: bool = False  # every video of the benchmark (all shards) is on disk
+    scores: dict[str, float] | None = None  # global DAVIS row, when scored
+    warnings: list[str] = field(default_factory=list)
+    zip_path: Path | None = None
+
+    @property
+    def fps(self) -> float:
+        """End-to-end frames per second (reading, engine, writing)."""
+        return self.frames / max(self.seconds, 1e-9)
+
+    @property
+    def engine_fps(self) -> float:
+        """Frames per second of the engine timer (see ``VideoStats``)."""
+        return self.frames / max(self.engine_seconds, 1e-9)
+
+
+def summary_line(result: BenchmarkResult) -> str:
+    """The one line every driver ends with."""
+    shard = "" if result.shard.is_whole else f" (shard {result.shard})"
+    return (
+        f"{result.name}{shard}: {result.videos} videos, {result.frames} frames in {result.seconds:.1f} s; "
+        f"{result.fps:.2f} FPS end to end, {result.engine_fps:.2f} FPS engine"
+    )
+
+
+# =============================================================================================
+# DAVIS
+# =============================================================================================
+
+
+def _first_dir(*candidates: Path) -> Path | None:
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def davis_split_root(root: Path, year: str, split: str) -> Path:
+    """The folder holding JPEGImages/ for this year and split.
+
+    Accepts the split folder itself, or the parent of ``trainval/`` and
+    ``test-dev/`` (the layout STCN's ``--davis_path ../DAVIS/2017`` expects).
+    """
+    root = Path(root)
+    sub = "test-dev" if split == "test-dev" else "trainval"
+    for candidate in (root, root / sub, root / year, root / year / sub):
+        if (candidate / "JPEGImages").is_dir():
+            return candidate
+    raise ValueError(
+        f"--davis-path {root}: no JPEGImages/ folder here or in {sub}/; pass the DAVIS {year} folder that "
+        "contains JPEGImages/480p/<sequence>/ and Annotations/480p/<sequence>/"
+    )
+
+
+def _read_name_list(path: Path) -> list[str]:
+    """Sequence names of an ImageSets file: plain names, or DAVIS-2016 'JPEG-path PNG-path' lines."""
+    names: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        token = line.strip().split()[0] if line.strip() else ""
+        if not token:
+            continue
+        name = Path(token).parts[-2] if "/" in token else token
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def davis_sequences(split_root: Path, year: str, split: str) -> list[str]:
+    """Sequence list from ImageSets (DAVIS 2016 also: the 480p path lists or the 2017 trainval copy)."""
+    candidates = [split_root / "ImageSets" / year / f"{split}.txt"]
+    if year == "2016":
+        candidates += [
+            split_root / "ImageSets" / "480p" / f"{split}.txt",
+            split_root.parent / "2017" / "trainval" / "ImageSets" / "2016" / f"{split}.txt",
+        ]
+    candidates.append(split_root / "ImageSets" / f"{split}.txt")
+    for candidate in candidates:
+        if candidate.is_file():
+            names = _read_name_list(candidate)
+            if not names:
+                raise ValueError(f"{candidate}: sequence list is empty")
+            return names
+    tried = ", ".join(str(c) for c in candidates)
+    raise ValueError(f"DAVIS {year} {split}: no sequence list found (tried {tried})")
+
+
+def merge_objects(src: Path, dst: Path) -> None:
+    """DAVIS 2016: write src's objects merged into one (id 1) as a palette PNG at dst.
+
+    Works for 0/255 greyscale 2016 masks and for multi-object 2017 masks alike.
+    """
+    mask = read_index_png(src)
+    write_index_png(dst, (mask > 0).astype(np.uint8))
+
+
+def davis_benchmark(root: Path, year: str, split: str, output: Path, label_cache: Path | None = None) -> Benchmark:
+    """DAVIS 2017 (val, test-dev) or 2016 (val) as a Benchmark.
+
+    Objects are those of the first frame's annotation; every frame is written
+    at its own (480p) size. 2016: the first-frame objects are merged into one
+    (staged as a PNG under ``label_cache``, required then) and masks are written
+    as greyscale 0/255. Ground truth for scoring is used when every frame has an
+    annotation (val), never for test-dev.
+    """
+    if year not in DAVIS_YEARS:
+        raise ValueError(f"--year {year}: choose one of {', '.join(DAVIS_YEARS)}")
+    split_root = davis_split_root(root, year, split)
+    images = _first_dir(split_root / "JPEGImages" / "480p", split_root / "JPEGImages")
+    annotations = _first_dir(split_root / "Annotations" / "480p", split_root / "Annotations")
+    if annotations is None:
+        raise ValueError(f"{split_root}: no Annotations/480p/ (or Annotations/) folder")
+    single = year == "2016"
+    if single and label_cache is None:
+        raise ValueError("DAVIS 2016 needs a label_cache folder for the merged first-frame masks")
+    sources, full_gt = [], split != "test-dev"
+    for name in davis_sequences(split_root, year, split):
+        frames = list_frames(images / name)
+        first = annotations / name / f"{frames[0].stem}.png"
+        if not first.is_file():
+            raise ValueError(f"{first}: first-frame annotation of sequence {name!r} not found")
+        if single:
+            staged = Path(label_cache) / name / first.name
+            merge_objects(first, staged)
+            first = staged
+        sources.append(VideoSource(name, frames, {0: first}))
+        full_gt = full_gt and len(list((annotations / name).glob("*.png"))) == len(frames) >= 3
+    score = ScoreSpec(split_root, split, single) if full_gt else None
+    return Benchmark(f"davis{year}-{split}", sources, Path(output), binary=single, score=score)
+
+
+# =============================================================================================
+# YouTube-VOS
+# =============================================================================================
+
+
+def read_youtube_meta(path: Path) -> dict[str, dict[int | str, list[str]]]:
+    """meta.json -> {video: {object id: [frame names]}} (ids as strings are kept as in the file)."""
+    if not path.is_file():
+        raise ValueError(f"{path}: meta.json not found; pass --yv-path the YouTube-VOS root (with <split>/meta.json)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            video: {obj: list(info["frames"]) for obj, info in entry["objects"].items()}
+            for video, entry in data["videos"].items()
+        }
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{path}: not a YouTube-VOS meta.json ({error!r}); expected "
+            '{"videos": {vid: {"objects": {id: {"frames": [...]}}}}}'
+        ) from error
+
+
+def youtube_frame_root(root: Path, split: str) -> tuple[Path, str | None]:
+    """Where inference frames come from: all_frames (30 fps) if present, else the 6-fps split folder."""
+    all_frames = root / "all_frames" / f"{split}_all_frames" / "JPEGImages"
+    if all_frames.is_dir():
+        return all_frames, None
+    sparse = root / split / "JPEGImages"
+    if sparse.is_dir():
+        return sparse, (
+            f"{all_frames} not found: segmenting the 6-fps frames of {sparse} instead; results differ from the "
+            "released all-frames protocol (download all_frames for the official numbers)"
+        )
+    raise ValueError(f"--yv-path {root}: neither {all_frames} nor {sparse} exists")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file, from its header."""
+    with Image.open(path) as image:
+        return image.size[1], image.size[0]
+
+
+def youtube_benchmark(
+    root: Path,
+    split: str,
+    output: Path,
+    required_only: bool = False,
+    output_all: bool = False,
+    zip_path: Path | None = None,
+) -> Benchmark:
+    """YouTube-VOS 2018/2019 valid/test as a Benchmark.
+
+    Frames from all_frames; first-appearance masks from ``<split>/Annotations``;
+    meta.json decides which frames are written (the union of the objects' frame
+    lists) unless ``output_all``; with ``required_only`` only those frames are
+    segmented (VideoSource.required), otherwise every frame is (the released
+    ``--predict_all``). Masks go to ``<output>/Annotations/<vid>/`` at the size
+    of the video's first annotation PNG; the zip defaults to ``<output>.zip``.
+    """
+    if split not in YOUTUBE_SPLITS:
+        raise ValueError(f"--split {split}: choose one of {', '.join(YOUTUBE_SPLITS)}")
+    root, output = Path(root), Path(output)
+    meta = read_youtube_meta(root / split / "meta.json")
+    frame_root, note = youtube_frame_root(root, split)
+    annotations = root / split / "Annotations"
+    sources = []
+    for video in sorted(meta):
+        source = video_from_folders(video, frame_root / video, annotations / video)
+        index = {stem: i for i, stem in enumerate(source.frame_names)}
+        wanted = sorted({name for names in meta[video].values() for name in names})
+        missing = [name for name in wanted if name not in index]
+        if missing:
+            raise ValueError(
+                f"{root / split / 'meta.json'}: video {video!r} lists frames {missing[:5]} that are not in "
+                f"{frame_root / video}"
+            )
+        write = {index[name] for name in wanted} | set(source.labels)
+        if required_only:
+            source.required = set(write)
+        if not output_all:
+            source.meta["write"] = write
+        source.meta["output_size"] = png_size(source.labels[min(source.labels)])
+        sources.append(source)
+    zip_path = Path(zip_path) if zip_path is not None else output.with_name(output.name + ".zip")
+    bench = Benchmark(f"youtube-{split}", sources, output / "Annotations", zip_path=zip_path)
+    if note:
+        bench.notes.append(note)
+    return bench
+
+
+def write_submission_zip(mask_root: Path, videos: Iterable[str], zip_path: Path) -> Path:
+    """Zip ``<mask_root>/<vid>/*.png`` as ``Annotations/<vid>/<frame>.png``, atomically (temp + rename).
+
+    PNGs are stored, not deflated: they are compressed already.
+    """
+    zip_path = Path(zip_path)
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.partial")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+            archive.writestr("Annotations/", b"")
+            for video in sorted(videos):
+                archive.writestr(f"Annotations/{video}/", b"")
+                for png in sorted((mask_root / video).glob("*.png")):
+                    archive.write(png, f"Annotations/{video}/{png.name}")
+        tmp.replace(zip_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return zip_path
+
+
+# =============================================================================================
+# Generic folders
+# =============================================================================================
+
+
+def generic_benchmark(root: Path, output: Path, only: list[str] | None = None) -> Benchmark:
+    """``<root>/JPEGImages/<video>/`` + ``<root>/Annotations/<video>/`` (first-appearance masks, any frames)."""
+    root = Path(root)
+    images, annotations = root / "JPEGImages", root / "Annotations"
+    for folder, what in ((images, "<frame>.jpg"), (annotations, "<frame>.png")):
+        if not folder.is_dir():
+            raise ValueError(f"{root}: no {folder.name}/ folder (expected {folder.name}/<video>/{what})")
+    names = sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if only:
+        missing = sorted(set(only) - set(names))
+        if missing:
+            raise ValueError(f"videos not found under {images}: {', '.join(missing)}")
+        names = [n for n in names if n in only]
+    sources = [video_from_folders(n, images / n, annotations / n) for n in names]
+    return Benchmark("generic", sources, Path(output))
+
+
+# =============================================================================================
+# Running a benchmark
+# =============================================================================================
+
+
+class BinaryMaskWriter:
+    """Writes greyscale 0/255 PNGs (DAVIS 2016) on a worker thread; same interface as ``MaskWriter``."""
+
+    def __init__(self, max_pending: int = 64) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="binary-mask-writer")
+        self._pending: list[Future] = []
+        self._max_pending = max_pending
+
+    @staticmethod
+    def _write(path: Path, mask: np.ndarray) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        Image.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8), mode="L").save(tmp, format="PNG")
+        tmp.replace(path)
+
+    def submit(self, path: Path, mask: np.ndarray, palette: np.ndarray | None = None) -> None:
+        """Queue ``mask`` (uint8 [H, W], any non-zero = object); ``palette`` is ignored."""
+        while len(self._pending) >= self._max_pending:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self._write, Path(path), mask))
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()  # re-raises a failed write
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown()
+
+    def __enter__(self) -> BinaryMaskWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def benchmark_complete(bench: Benchmark) -> bool:
+    """Whether every video of the benchmark has its (atomically committed) output folder."""
+    return all((bench.mask_root / s.name).is_dir() for s in bench.sources)
+
+
+def score_benchmark(bench: Benchmark) -> tuple[dict[str, float], list[str]]:
+    """J&F of a complete DAVIS result folder; writes the toolkit's two CSVs next to the masks.
+
+    Returns:
+        (global row, warning lines).
+    """
+    spec = bench.score
+    evaluation = dm.evaluate(
+        spec.gt_root,
+        bench.mask_root,
+        [s.name for s in bench.sources],
+        set_name=spec.set_name,
+        single_object=spec.single_object,
+    )
+    row = evaluation.global_row()
+    # Written under temp names and renamed, so concurrent shards never leave a torn file.
+    with tempfile.TemporaryDirectory(dir=bench.mask_root, prefix=".scores.") as tmp:
+        names = (f"global_results-{spec.set_name}.csv", f"per-sequence_results-{spec.set_name}.csv")
+        dm.write_global_csv(Path(tmp) / names[0], row)
+        dm.write_per_sequence_csv(Path(tmp) / names[1], evaluation.object_stats())
+        for name in names:
+            (Path(tmp) / name).replace(bench.mask_root / name)
+    return row, dm.warning_lines(evaluation)
+
+
+def format_scores(row: dict[str, float]) -> str:
+    """'J&F-Mean 0.861 J-Mean ... ' in the toolkit's column order."""
+    return " ".join(f"{key} {row[key]:.3f}" for key in dm.GLOBAL_COLUMNS)
+
+
+def segment_benchmark_video(
+    engine: PCVOSEngine, source: VideoSource, bench: Benchmark, size: int, writer, workers: int
+) -> VideoStats:
+    """One video of a benchmark, with the benchmark's per-video output options."""
+    write = source.meta.get("write")
+    return segment_source(
+        engine,
+        source,
+        size,
+        bench.mask_root,
+        writer,
+        workers,
+        write_frames=None if write is None else write.__contains__,
+        output_size=source.meta.get("output_size"),
+    )
+
+
+def run_benchmark(
+    engine: PCVOSEngine,
+    bench: Benchmark,
+    size: int,
+    workers: int = 2,
+    shard: Shard | None = None,
+    finalize: bool = True,
+    log: Callable[[str], None] = print,
+) -> BenchmarkResult:
+    """Segment this shard's videos, then (``finalize``) score or zip if the benchmark is complete."""
+    shard = shard or Shard()
+    result = BenchmarkResult(bench.name, shard)
+    for note in bench.notes:
+        log(f"note: {note}")
+    sources = shard.select(bench.sources)
+    bench.mask_root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with BinaryMaskWriter() if bench.binary else MaskWriter() as writer:
+        for source in progress(sources, f"{bench.name} videos"):
+            stats = segment_benchmark_video(engine, source, bench, size, writer, workers)
+            result.per_video.append(stats)
+            result.videos += 1
+            result.frames += stats.frames
+            result.engine_seconds += stats.engine_seconds
+    result.seconds = time.perf_counter() - start
+    result.complete = benchmark_complete(bench)
+    if finalize and result.complete:
+        finalize_benchmark(bench, result, log)
+    elif finalize and not result.complete:
+        log(f"{bench.name}: shard {shard} done; the other shards' videos are not all written yet, so scoring / "
+            "zipping is left to the shard that finishes last")
+    return result
+
+
+def finalize_benchmark(bench: Benchmark, result: BenchmarkResult, log: Callable[[str], None] = print) -> None:
+    """Score (DAVIS with ground truth) and / or zip (YouTube-VOS) a complete benchmark."""
+    if bench.score is not None:
+        result.scores, result.warnings = score_benchmark(bench)
+        log(f"{bench.name}: {format_scores(result.scores)} (CSVs in {bench.mask_root})")
+        for line in result.warnings:
+            log(line)
+    if bench.zip_path is not None:
+        result.zip_path = write_submission_zip(bench.mask_root, [s.name for s in bench.sources], bench.zip_path)
+        log(f"{bench.name}: submission zip {result.zip_path}")
+
+
+# =============================================================================================
+# User inputs: one video (folder of frames or container) and its masks
+# =============================================================================================
+
+
+@dataclass
+class FrameStream:
+    """A video read in order: name, frame count (declared, for containers), size, fps, frame names."""
+
+    name: str
+    path: Path
+    count: int
+    size: tuple[int, int]  # (H, W)
+    fps: float
+    names: Callable[[int], str]  # frame index -> output file stem
+    frames: Callable[[], Iterator[np.ndarray]]  # fresh iterator of uint8 [H, W, 3] RGB
+    exact_count: bool = True
+
+
+def open_frames(path: Path, fps: float = 25.0) -> FrameStream:
+    """A folder of frames or a video container, with errors that name the file."""
+    path = Path(path)
+    if path.is_dir():
+        files = list_frames(path)
+        height, width = read_rgb(files[0]).shape[:2]
+        return FrameStream(
+            path.name, path, len(files), (height, width), fps,
+            names=lambda i: files[i].stem,
+            frames=lambda: (read_rgb(f) for f in files),
+        )
+    if not path.exists():
+        raise ValueError(f"{path}: no such video file or frame folder")
+    if not is_video_file(path):
+        raise ValueError(f"{path}: neither a frame folder nor a video file (.mp4, .avi, .mov, .mkv, ...)")
+    reader = VideoReader(path)
+    return FrameStream(
+        path.stem, path, reader.frame_count, (reader.height, reader.width), reader.fps,
+        names=lambda i: f"{i:05d}", frames=reader.__iter__, exact_count=False,
+    )
+
+
+def parse_mask_arg(text: str) -> tuple[int, Path]:
+    """``'PATH'`` (frame 0) or ``'FRAME:PATH'`` -> (frame index, path)."""
+    head, sep, tail = text.partition(":")
+    if sep and head.strip().isdigit():
+        return int(head), Path(tail)
+    return 0, Path(text)
+
+
+class MaskReader:
+    """Reads user masks into object-id maps, consistently across several files.
+
+    * palette PNG: the palette indices are the ids (its palette is kept for the output);
+    * greyscale: values {0, 255} or {0, 1} are one object (id 1); other values are ids;
+    * RGB / RGBA: each colour other than black (or transparent) is an object, numbered
+      1, 2, ... in order of first appearance (raster order, then file order); the same
+      colour in a later file is the same object.
+    Value 255 in palette / multi-valued greyscale masks is void (background).
+    """
+
+    def __init__(self) -> None:
+        self.colours: dict[tuple[int, int, int], int] = {}
+        self.palette: np.ndarray | None = None
+
+    def read(self, path: Path, size: tuple[int, int]) -> np.ndarray:
+        """uint8 [H, W] ids of ``path``; checks it against the video size (H, W) and for emptiness."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: mask file not found")
+        try:
+            with Image.open(path) as image:
+                image.load()
+                ids = self._ids(image, path)
+        except (OSError, SyntaxError) as error:
+            raise ValueError(f"{path}: cannot read mask image ({error})") from error
+        if ids.shape != tuple(size):
+            raise ValueError(
+                f"{path}: mask is {ids.shape[1]}x{ids.shape[0]} (WxH) but the video is {size[1]}x{size[0]}; "
+                "resize the mask to the video size with nearest-neighbour interpolation"
+            )
+        if not ids.any():
+            raise ValueError(
+                f"{path}: mask is empty (every pixel is background); draw at least one object "
+                "(non-zero id or non-black colour)"
+            )
+        return ids
+
+    def _ids(self, image: Image.Image, path: Path) -> np.ndarray:
+        if image.mode == "P":
+            if self.palette is None and image.getpalette():
+                self.palette = np.asarray(image.getpalette(), dtype=np.uint8).reshape(-1, 3)
+            return self._grey_or_index(np.array(image))
+        if image.mode in ("L", "1", "I", "I;16", "LA"):
+            values = np.array(image.convert("I") if image.mode != "LA" else image.getchannel("L")).astype(np.int64)
+            if values.max(initial=0) > VOID or values.min(initial=0) < 0:
+                raise ValueError(f"{path}: greyscale mask values must be 0..255, found {values.max()}")
+            return self._grey_or_index(values.astype(np.uint8))
+        if image.mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
+            return self._from_colours(image)
+        raise ValueError(f"{path}: unsupported mask image mode {image.mode!r}; use a palette, greyscale or RGB PNG")
+
+    @staticmethod
+    def _grey_or_index(values: np.ndarray) -> np.ndarray:
+        present = set(np.unique(values).tolist())
+        if present <= {0, VOID} or present <= {0, 1}:
+            return (values > 0).astype(np.uint8)
+        return np.where(values == VOID, 0, values).astype(np.uint8)
+
+    def _from_colours(self, image: Image.Image) -> np.ndarray:
+        rgba = np.array(image.convert("RGBA"))
+        rgb = rgba[..., :3].reshape(-1, 3)
+        opaque = rgba[..., 3].reshape(-1) > 0
+        packed = (rgb[:, 0].astype(np.int64) << 16) | (rgb[:, 1].astype(np.int64) << 8) | rgb[:, 2]
+        packed[~opaque] = 0
+        unique, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+        for order in np.argsort(first):
+            value = int(unique[order])
+            colour = (value >> 16, (value >> 8) & 255, value & 255)
+            if value and colour not in self.colours:
+                if len(self.colours) >= VOID - 1:
+                    raise ValueError("more than 254 mask colours; is the mask anti-aliased? save it without smoothing")
+                self.colours[colour] = len(self.colours) + 1
+        lut = np.array([self.colours.get((int(v) >> 16, (int(v) >> 8) & 255, int(v) & 255), 0) if v else 0
+                        for v in unique], dtype=np.uint8)
+        ids = lut[inverse.reshape(-1)].reshape(rgba.shape[:2])
+        if self.colours:
+            palette = davis_palette().copy()
+            for colour, obj in self.colours.items():
+                palette[obj] = colour
+            self.palette = palette
+        return ids
+
+
+def read_user_masks(args: list[str], stream: FrameStream) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+    """``--mask`` arguments -> ({frame index: uint8 [H, W] ids}, output palette or None)."""
+    reader = MaskReader()
+    labels: dict[int, np.ndarray] = {}
+    for text in args:
+        frame, path = parse_mask_arg(text)
+        if stream.count and frame >= stream.count:
+            raise ValueError(
+                f"--mask {text}: frame {frame} is beyond the video {stream.path}, which has {stream.count} "
+                f"frames (0..{stream.count - 1}); use a frame index inside the video"
+            )
+        if frame in labels:
+            raise ValueError(f"--mask {text}: frame {frame} already has a mask; give one mask per frame")
+        labels[frame] = reader.read(path, stream.size)
+    return labels, reader.palette
+
+
+@dataclass
+class StreamStats:
+    """Frames read, frames segmented, wall and engine seconds of one ``segment_stream`` run."""
+
+    frames_read: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    engine_seconds: float = 0.0
+
+
+def segment_stream(
+    engine: PCVOSEngine,
+    frames: Iterable[np.ndarray],
+    labels: dict[int, np.ndarray],
+    size: int,
+    sink: Callable[[int, np.ndarray, np.ndarray | None], None],
+    prefetch_depth: int = 8,
+) -> StreamStats:
+    """Segment a video given as an iterator of frames (containers, webcams, generators).
+
+    Args:
+        frames: uint8 [H, W, 3] RGB frames in order; decoded on a prefetch thread.
+        labels: frame index -> uint8 [H, W] object ids (first-appearance masks, any ids 1..254).
+        size: working short side (-1 = original).
+        sink: called once per frame, in frame order, with (index, RGB frame, uint8 [H, W] ids
+            at the frame's size), the mask None for frames before the first label. Only the
+            frames of the clip being segmented are held.
+        prefetch_depth: frames decoded ahead.
+
+    The engine timer excludes waiting for decoded frames and the time spent in ``sink``.
+    """
+    if not labels:
+        raise ValueError("segment_stream needs at least one labelled frame")
+    values = sorted({int(v) for mask in labels.values() for v in np.unique(mask) if 0 < v < VOID})
+    table = np.zeros(256, dtype=np.int64)
+    table[values] = np.arange(1, len(values) + 1)
+    lut = torch.tensor([0, *values], dtype=torch.int64, device=engine.device)
+    first = min(labels)
+    held: dict[int, np.ndarray] = {}
+    stats = StreamStats()
+    outside = 0.0  # seconds not charged to the engine
+    ready: dict[int, np.ndarray] = {}  # masks waiting for an earlier frame's mask (keeps sink in order)
+    next_out = first
+
+    def decoded() -> Iterator[tuple[int, np.ndarray, torch.Tensor]]:
+        for index, rgb in enumerate(frames):
+            yield index, rgb, prepare_image(rgb, size)
+
+    def inputs() -> Iterator[FrameInput]:
+        nonlocal outside
+        source = prefetch(decoded(), prefetch_depth)
+        while True:
+            tick = time.perf_counter()
+            item = next(source, None)
+            if item is not None and item[0] < first:
+                sink(item[0], item[1], None)
+            outside += time.perf_counter() - tick
+            if item is None:
+                return
+            index, rgb, image = item
+            stats.frames_read = index + 1
+            if index < first:
+                continue
+            held[index] = rgb
+            label = labels.get(index)
+            label_t = None if label is None else prepare_label(table[label], size)
+            yield FrameInput(index, image, label_t, True)
+
+    start = time.perf_counter()
+    for result in engine.segment(inputs(), num_objects=len(values)):
+        prob = result.prob
+        if prob.shape[0] < len(values) + 1:
+            prob = torch.cat([prob, prob.new_zeros(len(values) + 1 - prob.shape[0], *prob.shape[1:])])
+        ready[result.index] = probabilities_to_mask(prob, held[result.index].shape[:2], lut)
+        stats.frames += 1
+        tick = time.perf_counter()
+        while next_out in ready:
+            sink(next_out, held.pop(next_out), ready.pop(next_out))
+            next_out += 1
+        outside += time.perf_counter() - tick
+    for index in sorted(held):  # frames never segmented (none when every frame is required)
+        sink(index, held.pop(index), ready.pop(index, None))
+    beyond = sorted(f for f in labels if f >= stats.frames_read)
+    if beyond:
+        raise ValueError(
+            f"mask for frame {beyond[0]} is beyond the end of the video ({stats.frames_read} frames decoded); "
+            "use a frame index inside the video"
+        )
+    stats.seconds = time.perf_counter() - start
+    stats.engine_seconds = stats.seconds - outside
+    return stats

@@ -1,0 +1,58 @@
+"""Segment DAVIS 2017 (val, test-dev) or DAVIS 2016 (val) and score it when ground truth exists.
+
+    python eval_davis.py --year 2017 --split val --davis-path ../DAVIS/2017 --output results/d17
+    python eval_davis.py --year 2016 --split val --davis-path ../DAVIS/2016 --output results/d16
+
+2017: palette PNGs with the first frame's object ids, every frame, <output>/<seq>/<frame>.png.
+2016: one object (the first-frame objects merged), greyscale 0/255 PNGs. With ground truth
+(val), J&F is computed right after inference (util/davis_metrics, the official toolkit's
+definitions) and global_results-<split>.csv / per-sequence_results-<split>.csv are written
+into <output>. Frames are used at their 480p size (--size -1, as STCN did).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dataset.benchmarks import DAVIS_SPLITS, DAVIS_YEARS, davis_benchmark, run_benchmark, summary_line  # noqa: E402
+from inference.cli import add_engine_args, build_engine  # noqa: E402
+from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--year", choices=DAVIS_YEARS, default="2017", help="DAVIS edition (default 2017)")
+    parser.add_argument("--split", choices=DAVIS_SPLITS, default="val", help="ImageSets subset (default val)")
+    parser.add_argument("--davis-path", required=True, type=Path,
+                        help="DAVIS folder with JPEGImages/480p/ (or its parent with trainval/ and test-dev/)")
+    parser.add_argument("--output", required=True, type=Path, help="results folder: <output>/<seq>/<frame>.png")
+    parser.add_argument("--no-score", action="store_true", help="do not compute J&F even when ground truth exists")
+    add_shard_arg(parser)
+    add_engine_args(parser, default_size=-1)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    shard = resolve_shard(args.shard)
+    args.device = shard_device(args.device)
+    with tempfile.TemporaryDirectory(prefix="davis2016-labels.") as labels:
+        try:
+            bench = davis_benchmark(args.davis_path, args.year, args.split, args.output, Path(labels))
+        except (ValueError, FileNotFoundError) as error:
+            raise SystemExit(f"error: {error}") from error
+        if args.no_score:
+            bench.score = None
+        engine = build_engine(args)
+        result = run_benchmark(engine, bench, args.size, args.workers, shard)
+    print(summary_line(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Segment YouTube-VOS 2018 / 2019 (valid or test) and pack the submission zip.
+
+    python eval_youtube.py --yv-path ../YouTube --split valid --output results/yv19 -L 5
+
+Reads every 30-fps frame from all_frames/<split>_all_frames/JPEGImages (the released
+--predict_all protocol) and the first-appearance masks from <split>/Annotations; objects
+may first appear mid-video. Writes <output>/Annotations/<vid>/<frame>.png (palette PNGs,
+original object ids, original annotation size) for the frames meta.json lists, then the
+submission zip (<output>.zip or --zip; its top level is Annotations/) once every video is
+done. Frames are resized to 480p (bicubic, no antialias, like the released code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dataset.benchmarks import YOUTUBE_SPLITS, run_benchmark, summary_line, youtube_benchmark  # noqa: E402
+from inference.cli import add_engine_args, build_engine  # noqa: E402
+from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--yv-path", required=True, type=Path,
+                        help="YouTube-VOS root with <split>/meta.json, <split>/Annotations and all_frames/")
+    parser.add_argument("--split", choices=YOUTUBE_SPLITS, default="valid", help="default valid")
+    parser.add_argument("--output", required=True, type=Path, help="results root: <output>/Annotations/<vid>/")
+    parser.add_argument("--zip", type=Path, default=None, help="submission zip (default <output>.zip)")
+    parser.add_argument("--no-zip", action="store_true", help="do not write the submission zip")
+    parser.add_argument("--required-only", action="store_true",
+                        help="segment only the frames meta.json lists (default: every frame, as released)")
+    parser.add_argument("--output-all", action="store_true", help="write every segmented frame, not only meta.json's")
+    add_shard_arg(parser)
+    add_engine_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    shard = resolve_shard(args.shard)
+    args.device = shard_device(args.device)
+    try:
+        bench = youtube_benchmark(args.yv_path, args.split, args.output, args.required_only, args.output_all, args.zip)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from error
+    if args.no_zip:
+        bench.zip_path = None
+    engine = build_engine(args)
+    result = run_benchmark(engine, bench, args.size, args.workers, shard)
+    print(summary_line(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

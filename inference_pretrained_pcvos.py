@@ -1,0 +1,189 @@
+"""Reproduce the released PCVOS evaluation: one model, several clip lengths L, several benchmarks.
+
+    python inference_pretrained_pcvos.py --model saves/s03_pcvos_ytvos.pth \
+        --benchmarks youtube2019 youtube2018 --yv-path ../YouTube --yv2018-path ../YouTube2018 \
+        --clip-lengths 5 10 15 25 --output results/sweep
+
+The network is loaded once; for each L an engine is built on the same network and every
+benchmark is written to <output>/L<L>/<benchmark>/ in its own format (see eval_davis.py and
+eval_youtube.py). A table of J&F (where ground truth exists: DAVIS val), FPS (engine and end
+to end) and peak memory (peak RSS of this process, and peak CUDA memory on a GPU, both reset
+before each run) per L and benchmark is printed and written to <output>/sweep.md and
+<output>/sweep.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from dataset.benchmarks import (  # noqa: E402
+    Benchmark,
+    davis_benchmark,
+    generic_benchmark,
+    run_benchmark,
+    summary_line,
+    youtube_benchmark,
+)
+from inference.cli import add_engine_args, engine_config, load_network  # noqa: E402
+from inference.engine import PCVOSEngine  # noqa: E402
+from util.runtime import resolve_device  # noqa: E402
+
+BENCHMARKS = ("davis2017", "davis2016", "youtube2019", "youtube2018", "generic")
+RELEASED_CLIP_LENGTHS = (5, 10, 15, 25)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clip-lengths", type=int, nargs="+", default=list(RELEASED_CLIP_LENGTHS),
+                        help="values of L to sweep (default 5 10 15 25, as released)")
+    parser.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, default=["youtube2019", "youtube2018"],
+                        help="benchmarks to run for every L (default: youtube2019 youtube2018, as released)")
+    parser.add_argument("--output", required=True, type=Path, help="results root: <output>/L<L>/<benchmark>/")
+    roots = parser.add_argument_group("dataset roots")
+    roots.add_argument("--davis-path", type=Path, help="DAVIS 2017 folder (trainval/ or its parent)")
+    roots.add_argument("--davis2016-path", type=Path, help="DAVIS 2016 folder (default: --davis-path, ImageSets/2016)")
+    roots.add_argument("--davis-split", default="val", help="DAVIS split (default val)")
+    roots.add_argument("--davis-size", type=int, default=-1, help="DAVIS working short side (default -1 = as is)")
+    roots.add_argument("--yv-path", type=Path, help="YouTube-VOS 2019 root")
+    roots.add_argument("--yv2018-path", type=Path, help="YouTube-VOS 2018 root")
+    roots.add_argument("--yv-split", default="valid", choices=("valid", "test"), help="default valid")
+    roots.add_argument("--generic-path", type=Path, help="generic root with JPEGImages/ and Annotations/")
+    roots.add_argument("--required-only", action="store_true", help="YouTube-VOS: segment only meta.json frames")
+    roots.add_argument("--no-zip", action="store_true", help="YouTube-VOS: skip the submission zips")
+    add_engine_args(parser)
+    args = parser.parse_args(argv)
+    needs = {"davis2017": "davis_path", "youtube2019": "yv_path", "youtube2018": "yv2018_path",
+             "generic": "generic_path"}
+    for name in args.benchmarks:
+        if name == "davis2016" and args.davis2016_path is None and args.davis_path is None:
+            parser.error("--benchmarks davis2016 needs --davis2016-path (or --davis-path)")
+        if name in needs and getattr(args, needs[name]) is None:
+            parser.error(f"--benchmarks {name} needs --{needs[name].replace('_', '-')}")
+    if any(length < 1 for length in args.clip_lengths):
+        parser.error("--clip-lengths must be positive integers")
+    return args
+
+
+def build_benchmark(name: str, args: argparse.Namespace, output: Path, scratch: Path) -> tuple[Benchmark, int]:
+    """(benchmark, working size) for one benchmark name."""
+    if name == "davis2017":
+        return davis_benchmark(args.davis_path, "2017", args.davis_split, output), args.davis_size
+    if name == "davis2016":
+        root = args.davis2016_path or args.davis_path
+        return davis_benchmark(root, "2016", args.davis_split, output, scratch / "davis2016"), args.davis_size
+    if name in ("youtube2019", "youtube2018"):
+        root = args.yv_path if name == "youtube2019" else args.yv2018_path
+        bench = youtube_benchmark(root, args.yv_split, output, args.required_only)
+        if args.no_zip:
+            bench.zip_path = None
+        bench.name = f"{name}-{args.yv_split}"
+        return bench, args.size
+    return generic_benchmark(args.generic_path, output), args.size
+
+
+class PeakMemory:
+    """Peak resident memory of this process and peak CUDA memory, resettable between runs.
+
+    RSS: ``resource.getrusage`` (ru_maxrss); on Linux the high-water mark is reset by writing
+    5 to /proc/self/clear_refs. Where that is not possible the figure is the process's peak
+    so far (``rss_since_reset`` says which). Frame-decoding workers are separate processes
+    and are not included.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.rss_since_reset = False
+
+    def reset(self) -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            self.rss_since_reset = True
+        except OSError:
+            self.rss_since_reset = False
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def read(self) -> dict[str, float | bool | None]:
+        """Peak RSS and CUDA memory in MiB since the last reset."""
+        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        cuda = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
+        return {"peak_rss_mib": rss_kib / 1024, "peak_cuda_mib": cuda, "rss_since_reset": self.rss_since_reset}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The sweep table in Markdown."""
+    def num(value, digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        "| L | benchmark | videos | frames | J&F | J | F | FPS engine | FPS end to end "
+        "| peak RSS (MiB) | peak CUDA (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['L']} | {r['benchmark']} | {r['videos']} | {r['frames']} | {num(r['J&F'])} | {num(r['J'])} | "
+            f"{num(r['F'])} | {num(r['fps_engine'], 2)} | {num(r['fps_end_to_end'], 2)} | "
+            f"{num(r['peak_rss_mib'], 0)} | {num(r['peak_cuda_mib'], 0)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    network = load_network(args.model, device)  # once: every L shares these weights
+    memory = PeakMemory(device)
+    rows: list[dict] = []
+    args.output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pcvos-sweep.") as scratch:
+        for length in args.clip_lengths:
+            engine = PCVOSEngine(network, engine_config(args, clip_length=length))
+            for name in args.benchmarks:
+                out = args.output / f"L{length}" / name
+                try:
+                    bench, size = build_benchmark(name, args, out, Path(scratch) / f"L{length}")
+                except (ValueError, FileNotFoundError) as error:
+                    raise SystemExit(f"error: {name}: {error}") from error
+                memory.reset()
+                result = run_benchmark(engine, bench, size, args.workers)
+                print(f"L={length} {summary_line(result)}")
+                scores = result.scores or {}
+                rows.append({
+                    "L": length, "benchmark": name, "videos": result.videos, "frames": result.frames,
+                    "seconds": result.seconds, "engine_seconds": result.engine_seconds,
+                    "fps_engine": result.engine_fps, "fps_end_to_end": result.fps,
+                    "J&F": scores.get("J&F-Mean"), "J": scores.get("J-Mean"), "F": scores.get("F-Mean"),
+                    **memory.read(), "output": str(out),
+                })
+    table = markdown_table(rows)
+    print(table, end="")
+    write_atomic(args.output / "sweep.md", table)
+    report = {"model": args.model, "device": str(device), "precision": args.precision, "rows": rows}
+    write_atomic(args.output / "sweep.json", json.dumps(report, indent=1) + "\n")
+    total = sum(r["frames"] for r in rows)
+    seconds = sum(r["seconds"] for r in rows)
+    engine_seconds = sum(r["engine_seconds"] for r in rows)
+    print(f"sweep: {len(rows)} runs, {total} frames in {seconds:.1f} s; {total / max(seconds, 1e-9):.2f} FPS end "
+          f"to end, {total / max(engine_seconds, 1e-9):.2f} FPS engine; table in {args.output / 'sweep.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
