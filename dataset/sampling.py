@@ -102,7 +102,8 @@ def sample_clip_frames(
     """Indices of one per-clip training sample: [reference, clip A..., clip B...].
 
     The indices are increasing in time, or (with probability ``reverse_p``)
-    decreasing, so the video is also learnt backwards as in STCN.
+    decreasing, so the video is also learnt backwards as in STCN. Either way
+    step i of the returned order obeys the bound of gap i (inter- or intra-clip).
 
     Args:
         num_frames: listed frames of the video (>= 1).
@@ -115,10 +116,10 @@ def sample_clip_frames(
         raise ValueError("a video needs at least one frame")
     gaps = draw_gaps(rng, clip_lengths, inter_gap, intra_gap, num_frames - 1)
     start = int(rng.integers(0, num_frames - sum(gaps)))
-    indices = list(np.cumsum([start, *gaps]).astype(np.int64).tolist())
-    if rng.random() < reverse_p:
-        indices.reverse()
-    return indices
+    offsets = np.cumsum([0, *gaps]).astype(np.int64)
+    if rng.random() < reverse_p:  # walk backwards from the end; the gap bounds keep their roles
+        return (start + offsets[-1] - offsets).tolist()
+    return (start + offsets).tolist()
 
 
 # --------------------------------------------------------------------------- per-sample seeding
