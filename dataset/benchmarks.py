@@ -542,15 +542,28 @@ class MaskReader:
 
     * palette PNG: the palette indices are the ids (its palette is kept for the output);
     * greyscale: values {0, 255} or {0, 1} are one object (id 1); other values are ids;
-    * RGB / RGBA: each colour other than black (or transparent) is an object, numbered
-      1, 2, ... in order of first appearance (raster order, then file order); the same
-      colour in a later file is the same object.
+    * RGB / RGBA: each colour other than black (or transparent) is an object, numbered in
+      order of first appearance (raster order, then file order) after the ids already in
+      use; the same colour in a later file is the same object.
     Value 255 in palette / multi-valued greyscale masks is void (background).
     """
 
     def __init__(self) -> None:
-        self.colours: dict[tuple[int, int, int], int] = {}
-        self.palette: np.ndarray | None = None
+        self.colours: dict[int, int] = {}  # packed 0xRRGGBB -> object id
+        self.used: set[int] = set()  # ids seen so far
+        self._palette: np.ndarray | None = None  # from the first palette PNG
+
+    @property
+    def palette(self) -> np.ndarray | None:
+        """Output palette [256, 3]: the first palette PNG's (or DAVIS's), with RGB masks' colours."""
+        if not self.colours:
+            return self._palette
+        palette = (davis_palette() if self._palette is None else self._palette).copy()
+        if len(palette) < 256:
+            palette = np.concatenate([palette, davis_palette()[len(palette):]])
+        for packed, obj in self.colours.items():
+            palette[obj] = (packed >> 16, (packed >> 8) & 255, packed & 255)
+        return palette
 
     def read(self, path: Path, size: tuple[int, int]) -> np.ndarray:
         """uint8 [H, W] ids of ``path``; checks it against the video size (H, W) and for emptiness."""
@@ -573,20 +586,22 @@ class MaskReader:
                 f"{path}: mask is empty (every pixel is background); draw at least one object "
                 "(non-zero id or non-black colour)"
             )
+        self.used.update(int(v) for v in np.unique(ids) if v)
         return ids
 
     def _ids(self, image: Image.Image, path: Path) -> np.ndarray:
         if image.mode == "P":
-            if self.palette is None and image.getpalette():
-                self.palette = np.asarray(image.getpalette(), dtype=np.uint8).reshape(-1, 3)
+            if self._palette is None and image.getpalette():
+                self._palette = np.asarray(image.getpalette(), dtype=np.uint8).reshape(-1, 3)
             return self._grey_or_index(np.array(image))
         if image.mode in ("L", "1", "I", "I;16", "LA"):
-            values = np.array(image.convert("I") if image.mode != "LA" else image.getchannel("L")).astype(np.int64)
+            grey = image.getchannel("L") if image.mode == "LA" else image.convert("I")
+            values = np.array(grey).astype(np.int64)
             if values.max(initial=0) > VOID or values.min(initial=0) < 0:
                 raise ValueError(f"{path}: greyscale mask values must be 0..255, found {values.max()}")
             return self._grey_or_index(values.astype(np.uint8))
         if image.mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
-            return self._from_colours(image)
+            return self._from_colours(image, path)
         raise ValueError(f"{path}: unsupported mask image mode {image.mode!r}; use a palette, greyscale or RGB PNG")
 
     @staticmethod
@@ -596,29 +611,23 @@ class MaskReader:
             return (values > 0).astype(np.uint8)
         return np.where(values == VOID, 0, values).astype(np.uint8)
 
-    def _from_colours(self, image: Image.Image) -> np.ndarray:
+    def _from_colours(self, image: Image.Image, path: Path) -> np.ndarray:
         rgba = np.array(image.convert("RGBA"))
-        rgb = rgba[..., :3].reshape(-1, 3)
-        opaque = rgba[..., 3].reshape(-1) > 0
-        packed = (rgb[:, 0].astype(np.int64) << 16) | (rgb[:, 1].astype(np.int64) << 8) | rgb[:, 2]
-        packed[~opaque] = 0
+        rgb = rgba[..., :3].reshape(-1, 3).astype(np.int64)
+        packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+        packed[rgba[..., 3].reshape(-1) == 0] = 0  # transparent = background
         unique, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
-        for order in np.argsort(first):
-            value = int(unique[order])
-            colour = (value >> 16, (value >> 8) & 255, value & 255)
-            if value and colour not in self.colours:
-                if len(self.colours) >= VOID - 1:
-                    raise ValueError("more than 254 mask colours; is the mask anti-aliased? save it without smoothing")
-                self.colours[colour] = len(self.colours) + 1
-        lut = np.array([self.colours.get((int(v) >> 16, (int(v) >> 8) & 255, int(v) & 255), 0) if v else 0
-                        for v in unique], dtype=np.uint8)
-        ids = lut[inverse.reshape(-1)].reshape(rgba.shape[:2])
-        if self.colours:
-            palette = davis_palette().copy()
-            for colour, obj in self.colours.items():
-                palette[obj] = colour
-            self.palette = palette
-        return ids
+        for value in unique[np.argsort(first)]:
+            if value and int(value) not in self.colours:
+                new_id = max([0, *self.used, *self.colours.values()]) + 1
+                if new_id >= VOID:
+                    raise ValueError(
+                        f"{path}: more than 254 objects (distinct colours); is the mask anti-aliased? "
+                        "save it without smoothing"
+                    )
+                self.colours[int(value)] = new_id
+        lut = np.array([self.colours.get(int(v), 0) for v in unique], dtype=np.uint8)
+        return lut[inverse.reshape(-1)].reshape(rgba.shape[:2])
 
 
 def read_user_masks(args: list[str], stream: FrameStream) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
