@@ -1,0 +1,225 @@
+"""The built-in default: see the whole system work on a laptop CPU, no downloads.
+
+    python scripts/quickstart.py [--out quickstart_out] [--iterations N] [--short]
+
+1. generates a synthetic training set and a held-out validation set;
+2. trains the SMALL model (ResNet-18 key encoder, narrow layers: NOT the
+   paper's model) with the real train.py code path;
+3. evaluates the validation set with the real DAVIS evaluation path at several
+   clip lengths, against the copy-the-first-mask baseline;
+4. writes report.md / report.html, loss.png, overlay images and report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+import train  # noqa: E402
+from dataset.benchmarks import davis_benchmark, run_benchmark, score_benchmark  # noqa: E402
+from dataset.synthetic import SyntheticConfig, make_split, write_davis, write_youtube_train  # noqa: E402
+from inference.engine import EngineConfig, PCVOSEngine  # noqa: E402
+from model.checkpoint import build_model  # noqa: E402
+from model.trainer import TrainConfig  # noqa: E402
+from util.palette import read_index_png, write_index_png  # noqa: E402
+from util.runtime import resolve_device  # noqa: E402
+from util.video_io import overlay  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="everything goes here")
+    p.add_argument("--iterations", type=int, default=1800, help="training iterations (default 1800)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--crop-size", type=int, default=96)
+    p.add_argument("--lr", type=float, default=2e-4, help="higher than the paper's 1e-5: training from scratch")
+    p.add_argument("--train-videos", type=int, default=24)
+    p.add_argument("--val-videos", type=int, default=6)
+    p.add_argument("--frames", type=int, default=40, help="frames per synthetic video")
+    p.add_argument("--size", default="192x320", help="HxW of the synthetic videos")
+    p.add_argument("--clip-lengths", type=int, nargs="+", default=[1, 5, 10])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--short", action="store_true", help="a few iterations on tiny data (what the tests run)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def make_data(args: argparse.Namespace, height: int, width: int) -> tuple[Path, Path]:
+    """Training set (YouTube-VOS + DAVIS train layouts) and a held-out DAVIS-layout validation set."""
+    data = args.out / "data"
+    train_root, val_root = data / "train", data / "val" / "trainval"
+    if not (val_root / "ImageSets").is_dir():
+        config = SyntheticConfig(num_frames=args.frames, height=height, width=width, num_objects=2)
+        train_videos = make_split("train", args.train_videos, config, seed=args.seed + 1000)
+        write_youtube_train(train_root / "YouTube", train_videos, davis_root=train_root / "DAVIS" / "trainval")
+        val_videos = make_split("val", args.val_videos, config, seed=args.seed + 5000, allow_late=False)
+        write_davis(val_root, val_videos, split="val")
+    return train_root, val_root
+
+
+def train_model(args: argparse.Namespace, train_root: Path) -> tuple[Path, list[float], float]:
+    config = TrainConfig(
+        stage=3,
+        model_size="small",
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_steps=(int(args.iterations * 0.8),),
+        crop_size=args.crop_size,
+        num_workers=args.workers,
+        output=str(args.out / "runs"),
+        run_name="quickstart",
+        save_every=max(50, args.iterations // 4),
+        log_every=max(1, args.iterations // 20),
+        image_every=max(1, args.iterations // 4),
+        imagenet=False,
+        youtube_root=str(train_root / "YouTube"),
+        davis_root=str(train_root / "DAVIS"),
+        bootstrap_start=args.iterations // 3,
+        bootstrap_end=args.iterations,
+        device=args.device,
+        seed=args.seed,
+    )
+    start = time.perf_counter()
+    result = train.run_full(config)
+    return result.final, result.losses, (time.perf_counter() - start) / 60
+
+
+def copy_first_mask(bench, out: Path) -> dict:
+    """The baseline: every frame gets the first frame's mask."""
+    bench.mask_root = out
+    for source in bench.sources:
+        first = read_index_png(source.labels[min(source.labels)])
+        for frame in source.frames:
+            write_index_png(out / source.name / f"{frame.stem}.png", first)
+    row, _ = score_benchmark(bench)
+    return row
+
+
+def evaluate(args, checkpoint: Path, val_root: Path) -> tuple[dict, dict]:
+    device = resolve_device(args.device)
+    network, _ = build_model(checkpoint, device)
+    results = {}
+    for length in args.clip_lengths:
+        bench = davis_benchmark(val_root, "2017", "val", args.out / "eval" / f"L{length}")
+        engine = PCVOSEngine(network, EngineConfig(clip_length=length))
+        result = run_benchmark(engine, bench, size=-1, workers=args.workers, log=lambda s: None)
+        results[length] = {"J&F": result.scores["J&F-Mean"], "J": result.scores["J-Mean"],
+                           "F": result.scores["F-Mean"], "fps": result.engine_fps}
+    bench = davis_benchmark(val_root, "2017", "val", args.out / "eval" / "baseline")
+    baseline = copy_first_mask(bench, args.out / "eval" / "baseline")
+    return results, {"J&F": baseline["J&F-Mean"], "J": baseline["J-Mean"], "F": baseline["F-Mean"]}
+
+
+def loss_plot(losses: list[float], path: Path, width: int = 640, height: int = 320) -> None:
+    """A plain line plot with OpenCV (no plotting dependency): raw loss and a moving average."""
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    if len(losses) >= 2:
+        values = np.asarray(losses, dtype=np.float64)
+        smooth = np.convolve(values, np.ones(min(25, len(values))) / min(25, len(values)), mode="valid")
+        top, bottom = float(np.percentile(values, 99)), float(values.min())
+        for series, colour in ((values, (200, 200, 200)), (smooth, (40, 40, 200))):
+            xs = np.linspace(40, width - 10, len(series))
+            ys = height - 30 - (series - bottom) / max(top - bottom, 1e-9) * (height - 60)
+            pts = np.stack([xs, np.clip(ys, 10, height - 30)], 1).astype(np.int32)
+            cv2.polylines(canvas, [pts], False, colour, 1 if colour[0] == 200 else 2, cv2.LINE_AA)
+        cv2.putText(canvas, f"loss {values[0]:.3f} -> {smooth[-1]:.3f}", (45, 22), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(canvas, "iteration", (width // 2 - 30, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.imwrite(str(path), canvas)
+
+
+def overlay_strip(args, val_root: Path, length: int, path: Path) -> None:
+    """Four frames of the first validation video with the predicted masks drawn over them."""
+    video = sorted((val_root / "JPEGImages" / "480p").iterdir())[0]
+    frames = sorted(video.glob("*.jpg"))
+    picks = [frames[i] for i in np.linspace(0, len(frames) - 1, 4).astype(int)]
+    tiles = []
+    for frame in picks:
+        rgb = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
+        mask = read_index_png(args.out / "eval" / f"L{length}" / video.name / f"{frame.stem}.png")
+        tiles.append(overlay(rgb, mask))
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(tiles, axis=1), cv2.COLOR_RGB2BGR))
+
+
+def write_report(args, report: dict) -> None:
+    rows = [f"| L = {length} | {v['J&F']:.3f} | {v['J']:.3f} | {v['F']:.3f} | {v['fps']:.1f} |"
+            for length, v in report["clip_lengths"].items()]
+    base = report["baseline"]
+    md = "\n".join([
+        "# PCVOS quickstart report",
+        "",
+        "Small model (ResNet-18 key encoder, narrow layers): **not the paper's model**. Trained from scratch on",
+        f"synthetic videos for {report['iterations']} iterations ({report['training_minutes']:.1f} min), evaluated on",
+        f"{report['val_videos']} held-out synthetic videos with the DAVIS 2017 J&F of util/davis_metrics.",
+        "",
+        "| method | J&F | J | F | FPS (engine) |",
+        "|---|---|---|---|---|",
+        *rows,
+        f"| copy the first mask | {base['J&F']:.3f} | {base['J']:.3f} | {base['F']:.3f} | - |",
+        "",
+        "![training loss](loss.png)",
+        "",
+        "![overlay](overlay.png)",
+        "",
+        f"Checkpoint: `{report['checkpoint']}`",
+        "",
+    ])
+    (args.out / "report.md").write_text(md)
+    body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else "" for line in md.splitlines())
+    table = "".join(f"<tr><td>L = {k}</td><td>{v['J&F']:.3f}</td><td>{v['fps']:.1f}</td></tr>"
+                    for k, v in report["clip_lengths"].items())
+    (args.out / "report.html").write_text(
+        f"<html><body>{body}<table border=1><tr><th>method</th><th>J&amp;F</th><th>FPS</th></tr>{table}"
+        f"<tr><td>copy first mask</td><td>{base['J&F']:.3f}</td><td>-</td></tr></table>"
+        "<img src='loss.png'><br><img src='overlay.png'></body></html>"
+    )
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.short:
+        args.iterations, args.train_videos, args.val_videos, args.frames = 4, 2, 1, 12
+        args.size, args.clip_lengths, args.crop_size, args.batch_size = "64x112", [1, 5], 64, 2
+    height, width = (int(v) for v in args.size.split("x"))
+    start = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"[1/4] synthetic data in {args.out / 'data'}")
+    train_root, val_root = make_data(args, height, width)
+    print(f"[2/4] training the small CPU model for {args.iterations} iterations")
+    checkpoint, losses, minutes = train_model(args, train_root)
+    print(f"[3/4] evaluating at L = {args.clip_lengths}")
+    per_length, baseline = evaluate(args, checkpoint, val_root)
+    print("[4/4] report")
+    loss_plot(losses, args.out / "loss.png")
+    overlay_strip(args, val_root, args.clip_lengths[-1], args.out / "overlay.png")
+    report = {
+        "clip_lengths": {str(k): v for k, v in per_length.items()},
+        "baseline": baseline,
+        "training_minutes": minutes,
+        "total_minutes": (time.perf_counter() - start) / 60,
+        "iterations": args.iterations,
+        "val_videos": args.val_videos,
+        "checkpoint": str(checkpoint),
+        "model": "small (not the paper's model)",
+    }
+    write_report(args, report)
+    best = max(v["J&F"] for v in per_length.values())
+    print(f"quickstart: best J&F {best:.3f} vs copy-first-mask {baseline['J&F']:.3f}; "
+          f"{report['total_minutes']:.1f} min; report in {args.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
