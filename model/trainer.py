@@ -1,0 +1,548 @@
+"""Training engine: stage presets, data, optimiser, AMP, DDP, accumulation, checkpoints, logging.
+
+Launcher agnostic: ``python train.py`` on one device or the CPU, ``torchrun
+--nproc_per_node=N train.py`` for several processes; the GLOBAL batch size is
+fixed and split as ``global = world_size x accum_steps x micro_batch``.
+
+Exact resumption: every sample is a pure function of (seed, global sample
+index) and iteration ``i`` trains on samples ``[i G, (i + 1) G)``
+(:mod:`dataset.sampling`), so the data pipeline has no hidden state to save;
+the checkpoint holds network, optimiser, scheduler, GradScaler, RNG states and
+the iteration, which is also the sampler position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dataset.sampling import CURRICULA, GapCurriculum, global_sample_indices
+from model.checkpoint import load_weights
+from model.encoders import load_imagenet_weights
+from model.losses import BootstrapSchedule
+from model.network import PCVOS, PCVOSConfig
+from model.train_forward import PerClipUnroll, compute_losses
+from util.runtime import autocast, resolve_device
+
+CHECKPOINT_FORMAT = "pcvos-train-v1"
+
+#: spec §6.1; batch sizes are GLOBAL (STCN: per-GPU batch x 2 GPUs).
+STAGE_PRESETS: dict[int, dict] = {
+    0: {"iterations": 300_000, "batch_size": 16, "lr": 1e-5, "lr_steps": (150_000,)},
+    1: {"iterations": 500_000, "batch_size": 8, "lr": 1e-5, "lr_steps": (400_000,)},
+    2: {"iterations": 300_000, "batch_size": 8, "lr": 1e-5, "lr_steps": (250_000,)},
+    3: {"iterations": 150_000, "batch_size": 8, "lr": 1e-5, "lr_steps": (125_000,)},
+}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a loss is NaN/inf; a ``*_nonfinite.pth`` checkpoint was written first."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; ``None`` fields take the stage preset (see :func:`resolve`)."""
+
+    stage: int = 3
+    model_size: str = "paper"  # 'paper' or 'small' (CPU quickstart model, NOT the paper's)
+    iterations: int | None = None
+    batch_size: int | None = None  # global batch
+    lr: float | None = None
+    lr_steps: tuple[int, ...] | None = None
+    lr_gamma: float = 0.1
+    weight_decay: float = 1e-7
+    optimizer: str = "adam"  # 'adam' (STCN) or 'adamw'
+    crop_size: int = 384
+    num_workers: int = 4
+    accum_steps: int = 1
+    precision: str = "auto"  # auto: fp32 on the CPU, bf16 (or fp16) on CUDA
+    device: str = "auto"
+    output: str = "saves"
+    run_name: str | None = None
+    save_every: int = 10_000
+    log_every: int = 100
+    image_every: int = 800
+    seed: int = 14159265
+    resume: str | None = None  # a training checkpoint to continue exactly
+    weights: str | None = None  # PCVOS / STCN / stage-0 / our weights to start from
+    imagenet: bool = True
+    imagenet_dir: str | None = None
+    static_root: str = "../static"
+    youtube_root: str = "../YouTube"
+    davis_root: str = "../DAVIS/2017"
+    bl30k_root: str = "../BL30K"
+    clip_lengths: tuple[int, ...] | None = None  # (3, 3) for video, (2,) for stage 0
+    intra_gap: int = 5
+    gap_low: int = 5
+    gap_high: int = 15
+    bootstrap_start: int = 20_000
+    bootstrap_end: int = 70_000
+    dice_weight: float = 1.0
+    stop_after: int | None = None  # stop (with a checkpoint) after this many iterations of this run
+    progress: str = "auto"  # 'auto' (bar on a TTY), 'bar', 'log', 'none'
+    tensorboard: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Fill preset fields of the stage and check the values; returns a new config."""
+    if config.stage not in STAGE_PRESETS:
+        raise ValueError(f"--stage {config.stage}: choose 0 (static), 1 (BL30K), 2 or 3 (DAVIS + YouTube-VOS)")
+    if config.model_size not in ("paper", "small"):
+        raise ValueError(f"--model-size {config.model_size!r}: choose 'paper' or 'small'")
+    preset = STAGE_PRESETS[config.stage]
+    updates = {k: v for k, v in preset.items() if getattr(config, k) is None}
+    if config.clip_lengths is None:
+        updates["clip_lengths"] = (2,) if config.stage == 0 else (3, 3)
+    if config.run_name is None:
+        updates["run_name"] = f"s{config.stage}_{config.model_size}"
+    out = dataclasses.replace(config, **updates)
+    out = dataclasses.replace(out, lr_steps=tuple(int(s) for s in out.lr_steps), clip_lengths=tuple(out.clip_lengths))
+    if out.crop_size % 16:
+        raise ValueError(f"--crop-size {out.crop_size}: must be a multiple of 16")
+    if out.optimizer not in ("adam", "adamw"):
+        raise ValueError(f"--optimizer {out.optimizer!r}: choose adam or adamw")
+    return out
+
+
+def model_config(config: TrainConfig) -> PCVOSConfig:
+    """The architecture of a stage: the stage-0 model has a 4-channel (single-object) value encoder."""
+    base = PCVOSConfig.small() if config.model_size == "small" else PCVOSConfig()
+    return dataclasses.replace(base, value_in_channels=4 if config.stage == 0 else 5)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Read torchrun's env (RANK, LOCAL_RANK, WORLD_SIZE); start gloo (CPU) or nccl (CUDA) when world > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    info = DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
+    device = resolve_device(device_name)
+    if device.type == "cuda" and world > 1:
+        device = torch.device(device.type, info.local_rank)
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+def micro_batch_size(global_batch: int, world: int, accum: int) -> int:
+    """Per-process batch of one micro-step; the global batch must split evenly."""
+    if accum < 1 or global_batch % (world * accum):
+        raise ValueError(
+            f"--batch-size {global_batch} (global) is not divisible by world_size {world} x "
+            f"--accum-steps {accum}; choose a multiple of {world * max(1, accum)}"
+        )
+    return global_batch // (world * accum)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class IterationBatchSampler(Sampler[list[int]]):
+    """Micro-batches of global sample indices for iterations [start, stop) of one rank.
+
+    Replaces DistributedSampler: the rank split and the order are computed, not
+    shuffled, so the position is just the iteration number (see module doc).
+    """
+
+    def __init__(self, start: int, stop: int, global_batch: int, rank: int, world: int, accum: int) -> None:
+        self.start, self.stop = start, stop
+        self.global_batch, self.rank, self.world, self.accum = global_batch, rank, world, accum
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for it in range(self.start, self.stop):
+            yield from global_sample_indices(it, self.global_batch, self.rank, self.world, self.accum)
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.accum
+
+
+def build_dataset(config: TrainConfig) -> Dataset:
+    """The stage's dataset; raises DatasetNotFoundError naming a missing folder."""
+    if config.stage == 0:
+        from dataset.static_dataset import StaticDataset
+
+        return StaticDataset(config.static_root, config.crop_size, 1 + sum(config.clip_lengths), config.seed)
+    from dataset.video_dataset import VideoDataset, bl30k_source, davis_source, youtube_source
+
+    base = CURRICULA[config.stage]
+    curriculum = dataclasses.replace(base, low=config.gap_low, high=config.gap_high)
+    gap = functools.partial(_gap_at, curriculum=curriculum, total=config.iterations)
+    if config.stage == 1:
+        sources, min_scale, strict = [bl30k_source(config.bl30k_root)], 0.25, True
+    else:
+        sources, min_scale, strict = [davis_source(config.davis_root), youtube_source(config.youtube_root)], 0.36, False
+    return VideoDataset(
+        sources, config.crop_size, config.clip_lengths, gap, config.intra_gap,
+        config.batch_size, min_scale, strict, config.seed,
+    )
+
+
+def _gap_at(iteration: int, curriculum: GapCurriculum, total: int) -> int:
+    return curriculum(iteration, total)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) RNG states as weights_only-loadable values."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: dict, path: Path) -> Path:
+    """torch.save to a temp file in the same folder, then rename (never a half-written checkpoint)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:
+    state = scheduler.state_dict()
+    state["milestones"] = {int(k): int(v) for k, v in state.get("milestones", {}).items()}
+    return state
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class TrainResult:
+    final: Path  # network-only weights usable by model.checkpoint.build_model
+    checkpoint: Path  # full training checkpoint (resume)
+    losses: list[float] = field(default_factory=list)  # total loss per iteration of this run (rank 0)
+    seconds_per_iteration: float = 0.0
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Train mode with every BatchNorm in eval mode (running stats frozen; affine still trained), as STCN."""
+    module.train()
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+class Trainer:
+    """One training run. Use :func:`train` unless you need the pieces."""
+
+    def __init__(self, config: TrainConfig, log: Callable[[str], None] = print) -> None:
+        self.config = config = resolve(config)
+        self.dist, self.device = init_distributed(config.device)
+        self.precision = _resolve_precision(config.precision, self.device)
+        self.log = log if self.dist.main else (lambda _msg: None)
+        self.micro = micro_batch_size(config.batch_size, self.dist.world, config.accum_steps)
+        self.run_dir = Path(config.output) / config.run_name
+        self.start_iteration = 0
+        torch.manual_seed(config.seed)  # same initial weights on every rank
+        self.net = PCVOS(model_config(config))
+        self._initial_weights()
+        self.net.to(self.device)
+        self.unroll = PerClipUnroll(self.net, config.clip_lengths)
+        if self.dist.world > 1:
+            self.model: nn.Module = nn.parallel.DistributedDataParallel(
+                self.unroll, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        else:
+            self.model = self.unroll
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+        self.optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(config.lr_steps), config.lr_gamma)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.bootstrap = BootstrapSchedule(config.bootstrap_start, config.bootstrap_end)
+        if config.resume:
+            self._resume(config.resume)
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _initial_weights(self) -> None:
+        cfg = self.config
+        if cfg.resume:
+            return
+        if cfg.weights:
+            report = load_weights(self.net, cfg.weights)
+            self.log(report.summary())
+            return
+        if not cfg.imagenet:
+            self.log("backbones: random initialisation (--no-imagenet)")
+            return
+        try:
+            load_imagenet_weights(self.net.key_encoder, self.net.config.key_backbone, cfg.imagenet_dir)
+            load_imagenet_weights(self.net.value_encoder, "resnet18", cfg.imagenet_dir)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{error}\n(ImageNet initialisation is the STCN/PCVOS recipe.)") from error
+        self.log("backbones: ImageNet initialisation")
+
+    def _resume(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: not a train.py training checkpoint (use --weights for plain weights)")
+        if state["model_config"] != self.net.config.to_dict() or state["stage"] != self.config.stage:
+            raise ValueError(f"{path}: stage/model differ from this run (stage {state['stage']}); use --weights")
+        self.net.load_state_dict(state["network"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        sched = dict(state["scheduler"])
+        sched["milestones"] = Counter(sched["milestones"])
+        self.scheduler.load_state_dict(sched)
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.start_iteration = int(state["iteration"])
+        self.log(f"resumed {path} at iteration {self.start_iteration}")
+
+    def _loader(self, start: int, stop: int) -> DataLoader:
+        dataset = build_dataset(self.config)
+        sampler = IterationBatchSampler(
+            start, stop, self.config.batch_size, self.dist.rank, self.dist.world, self.config.accum_steps
+        )
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=False, prefetch_factor=2 if workers else None,
+        )
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def training_state(self, iteration: int) -> dict:
+        """Everything needed to continue exactly after ``iteration`` completed iterations."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "network": self.net.state_dict(),
+            "model_config": self.net.config.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": _scheduler_state(self.scheduler),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "iteration": iteration,
+            "sampler": {"next_iteration": iteration, "global_batch": self.config.batch_size, "seed": self.config.seed},
+            "stage": self.config.stage,
+            "config": self.config.to_dict(),
+        }
+
+    def save(self, iteration: int, suffix: str = "checkpoint") -> Path:
+        path = self.run_dir / f"{self.config.run_name}_{suffix}.pth"
+        return atomic_save(self.training_state(iteration), path) if self.dist.main else path
+
+    def save_final(self, iteration: int) -> Path:
+        path = self.run_dir / f"{self.config.run_name}_final.pth"
+        if self.dist.main:
+            atomic_save(
+                {"network": self.net.state_dict(), "model_config": self.net.config.to_dict(),
+                 "stage": self.config.stage, "iteration": iteration},
+                path,
+            )
+        return path
+
+    # -- the loop --------------------------------------------------------------------------
+    def train(self, callback: Callable[[int, dict], None] | None = None) -> TrainResult:
+        cfg = self.config
+        stop = cfg.iterations
+        if cfg.stop_after is not None:
+            stop = min(stop, self.start_iteration + cfg.stop_after)
+        writer = self._writer()
+        progress = _Progress(cfg.progress if self.dist.main else "none", self.start_iteration, cfg.iterations)
+        freeze_batchnorm(self.unroll)
+        batches = iter(self._loader(self.start_iteration, stop))
+        losses: list[float] = []
+        tic = time.perf_counter()
+        sums = Counter()
+        for iteration in range(self.start_iteration, stop):
+            metrics = self._step(iteration, batches)
+            losses.append(metrics["loss/total"])
+            sums.update(metrics)
+            done = iteration + 1
+            if callback is not None and self.dist.main:
+                callback(iteration, metrics)
+            if done % cfg.log_every == 0 or done == stop:
+                count = (done - self.start_iteration - 1) % cfg.log_every + 1
+                mean = {k: v / count for k, v in sums.items()}
+                sums = Counter()
+                self._log_scalars(writer, done, mean)
+                progress.message(done, mean)
+            if writer is not None and cfg.image_every and done % cfg.image_every == 0:
+                self._log_images(writer, done)
+            progress.update(done)
+            if cfg.save_every and done % cfg.save_every == 0 and done < stop:
+                self.save(done)
+        done = max(stop, self.start_iteration)
+        elapsed = time.perf_counter() - tic
+        progress.finish()
+        checkpoint = self.save(done)
+        final = self.save_final(done)
+        if writer is not None:
+            writer.close()
+        if self.dist.world > 1:
+            dist.barrier()
+        per_it = elapsed / max(1, done - self.start_iteration)
+        self.log(f"done: {done} iterations, {per_it:.3f} s/iteration; weights {final}")
+        return TrainResult(final, checkpoint, losses, per_it)
+
+    def _step(self, iteration: int, batches: Iterator[dict]) -> dict:
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = Counter()
+        for a in range(cfg.accum_steps):
+            batch = next(batches)
+            sync = self.dist.world > 1 and a < cfg.accum_steps - 1
+            ctx = self.model.no_sync() if sync else contextlib.nullcontext()
+            with ctx:
+                terms, last = self._forward(batch, iteration)
+                self._check_finite(terms.total, iteration)
+                self.scaler.scale(terms.total / cfg.accum_steps).backward()
+            totals.update({
+                "loss/total": terms.total.item() / cfg.accum_steps,
+                "loss/image": terms.image.item() / cfg.accum_steps,
+                "loss/clip": terms.clip.item() / cfg.accum_steps,
+                "iou": terms.iou.item() / cfg.accum_steps,
+            })
+        self._last = last
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        totals["lr"] = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        return dict(totals)
+
+    def _forward(self, batch: dict, iteration: int):
+        rgb = batch["rgb"].to(self.device, non_blocking=True)
+        masks = batch["masks"].to(self.device, non_blocking=True)
+        cls_gt = batch["cls_gt"].to(self.device, non_blocking=True)
+        selector = batch["selector"].to(self.device, non_blocking=True)
+        with autocast(self.device, self.precision):
+            logits, prob = self.model(rgb, masks, selector)
+        terms = compute_losses(
+            logits.float(), prob.float(), masks, cls_gt, selector, self.config.clip_lengths,
+            iteration, self.bootstrap, self.config.dice_weight,
+        )
+        return terms, (rgb[0].detach(), masks[0].detach(), prob[0].detach())
+
+    def _check_finite(self, loss: torch.Tensor, iteration: int) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).item() else 1.0])
+        if self.dist.world > 1:
+            bad = bad.to(self.device)
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.item() > 0:
+            path = self.save(iteration, "nonfinite")
+            raise NonFiniteLossError(
+                f"non-finite loss at iteration {iteration} (stage {self.config.stage}); weights before this step "
+                f"saved to {path}. Lower --lr, use --precision fp32, or check the data of this iteration."
+            )
+
+    # -- logging ---------------------------------------------------------------------------
+    def _writer(self):
+        if not (self.config.tensorboard and self.dist.main):
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start_iteration or None)
+
+    def _log_scalars(self, writer, step: int, mean: dict) -> None:
+        if writer is None:
+            return
+        for key, value in mean.items():
+            writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
+
+    def _log_images(self, writer, step: int) -> None:
+        """Row per frame: image | GT of object 1 | prediction of object 1 (first sample of the micro-batch)."""
+        rgb, masks, prob = self._last  # [T,3,H,W], [T,K,H,W], [K,T-1,H,W]
+        mean = torch.tensor((0.485, 0.456, 0.406), device=rgb.device).view(1, 3, 1, 1)
+        std = torch.tensor((0.229, 0.224, 0.225), device=rgb.device).view(1, 3, 1, 1)
+        image = (rgb[1:] * std + mean).clamp(0, 1)
+        gt = masks[1:, :1].expand(-1, 3, -1, -1)
+        pred = prob[0].unsqueeze(1).expand(-1, 3, -1, -1)
+        grid = torch.cat([image, gt, pred], dim=3).float().cpu()
+        writer.add_images("train/frames_gt_pred", grid, step)
+
+
+class _Progress:
+    """progressbar2 bar with ETA on a TTY; plain log lines otherwise (CI, files)."""
+
+    def __init__(self, mode: str, start: int, total: int) -> None:
+        if mode == "auto":
+            mode = "bar" if sys.stdout.isatty() else "log"
+        self.mode, self.bar, self.tic, self.start, self.total = mode, None, time.perf_counter(), start, total
+        if mode == "bar":
+            import progressbar
+
+            self.bar = progressbar.ProgressBar(min_value=0, max_value=total, initial_value=start)
+
+    def update(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done)
+
+    def message(self, done: int, mean: dict) -> None:
+        if self.mode != "log":
+            return
+        rate = (time.perf_counter() - self.tic) / max(1, done - self.start)
+        eta = rate * (self.total - done)
+        text = " ".join(f"{k}={v:.4g}" for k, v in sorted(mean.items()))
+        print(f"it {done}/{self.total} {text} {rate:.2f}s/it eta {eta / 60:.1f}min", flush=True)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.finish()
+
+
+def train(config: TrainConfig, callback: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Run (or resume) one training stage; returns the final weights' path and per-iteration losses."""
+    trainer = Trainer(config)
+    try:
+        return trainer.train(callback)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
