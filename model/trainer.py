@@ -311,6 +311,11 @@ class Trainer:
         self.bootstrap = BootstrapSchedule(config.bootstrap_start, config.bootstrap_end)
         if config.resume:
             self._resume(config.resume)
+        self.log(
+            f"stage {config.stage}, {self.net.config.name} model, {self.device} {self.precision}: global batch "
+            f"{config.batch_size} = {self.dist.world} process(es) x {config.accum_steps} accumulation step(s) x "
+            f"micro-batch {self.micro}"
+        )
 
     # -- set-up ---------------------------------------------------------------------------
     def _initial_weights(self) -> None:
