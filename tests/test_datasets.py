@@ -59,16 +59,16 @@ def write_video_roots(root: Path, frames: int = 12, size: tuple[int, int] = (72,
         "youtube": (youtube / "train_480p" / "JPEGImages", youtube / "train_480p" / "Annotations", 5),
         "bl30k": (bl30k / "JPEGImages", bl30k / "Annotations", 1),
     }
-    for name, (images, annotations, stride) in layouts.items():
+    for name, (images, labels_dir, stride) in layouts.items():
         for v in range(2):
             video = f"{name}{v}"
             (images / video).mkdir(parents=True, exist_ok=True)
-            (annotations / video).mkdir(parents=True, exist_ok=True)
+            (labels_dir / video).mkdir(parents=True, exist_ok=True)
             rng = np.random.default_rng(v)
             for t in range(0, frames * stride, stride):
                 image, labels = _scene(rng, *size, t=t // stride, objects=2 if v == 0 else 1)
                 Image.fromarray(image).save(images / video / f"{t:05d}.jpg")
-                _palette_png(annotations / video / f"{t:05d}.png", labels)
+                _palette_png(labels_dir / video / f"{t:05d}.png", labels)
     listing = davis / "trainval" / "ImageSets" / "2017"
     listing.mkdir(parents=True, exist_ok=True)
     (listing / "train.txt").write_text("davis0\ndavis1\n")

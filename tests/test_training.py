@@ -1,0 +1,200 @@
+"""Training end to end on the CPU: stages 0/1/3, overfitting, exact resume, checkpoints, torchrun."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from model.checkpoint import build_model
+from model.trainer import (
+    CHECKPOINT_FORMAT,
+    NonFiniteLossError,
+    TrainConfig,
+    freeze_batchnorm,
+    micro_batch_size,
+)
+from tests.test_datasets import write_static_root, write_video_roots
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("train_data")
+    davis, youtube, bl30k = write_video_roots(root)
+    static = write_static_root(root / "static")
+    return {
+        "davis_root": str(davis), "youtube_root": str(youtube), "bl30k_root": str(bl30k), "static_root": str(static),
+    }
+
+
+def _config(data: dict, tmp_path: Path, **overrides) -> TrainConfig:
+    base = dict(
+        model_size="small", iterations=2, batch_size=2, crop_size=64, num_workers=0, imagenet=False,
+        output=str(tmp_path / "out"), log_every=1, image_every=1, save_every=1, progress="log", **data,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_stage0_runs_logs_and_checkpoints(data, tmp_path):
+    result = train.run_full(_config(data, tmp_path, stage=0))
+    assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
+    run_dir = tmp_path / "out" / "s0_small"
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    state = _state(result.checkpoint)
+    assert state["format"] == CHECKPOINT_FORMAT and state["iteration"] == 2 and state["stage"] == 0
+    assert state["model_config"]["value_in_channels"] == 4 and state["model_config"]["name"] == "small"
+    for key in ("network", "optimizer", "scheduler", "scaler", "rng", "sampler", "config"):
+        assert key in state
+    assert set(state["rng"]) >= {"python", "numpy", "torch"}
+    assert state["sampler"]["next_iteration"] == 2 and state["config"]["batch_size"] == 2
+    assert state["scheduler"]["last_epoch"] == 2 and len(state["optimizer"]["state"]) > 0
+    model, report = build_model(result.final)
+    assert report.kind == "pcvos" and model.config.value_in_channels == 4
+    assert not list(run_dir.glob(".*tmp*"))  # atomic saves leave no temp files
+
+
+def test_stage1_bl30k_runs(data, tmp_path):
+    result = train.run_full(_config(data, tmp_path, stage=1, iterations=1, batch_size=1, tensorboard=False))
+    assert len(result.losses) == 1 and torch.isfinite(torch.tensor(result.losses[0]))
+
+
+def test_stage3_cli_from_stage0_weights(data, tmp_path, capsys):
+    s0 = train.run(_config(data, tmp_path, stage=0, iterations=1, batch_size=1, tensorboard=False))
+    args = [
+        "--stage", "3", "--model-size", "small", "--iterations", "2", "--batch-size", "2", "--crop-size", "64",
+        "--num-workers", "1", "--weights", str(s0), "--output", str(tmp_path / "s3"), "--no-tensorboard",
+        "--davis-root", data["davis_root"], "--youtube-root", data["youtube_root"], "--progress", "log",
+        "--log-every", "1",
+    ]
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert "widened from 4 to 5" in out and "it 2/2" in out
+    state = _state(tmp_path / "s3" / "s3_small" / "s3_small_checkpoint.pth")
+    assert state["network"]["value_encoder.conv1.weight"].shape[1] == 5
+
+
+def test_missing_dataset_is_a_clear_cli_error(tmp_path, capsys):
+    code = train.main(["--stage", "3", "--model-size", "small", "--no-imagenet", "--davis-root", str(tmp_path / "x"),
+                       "--output", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str((tmp_path / "x").resolve()) in err and "docs/training.md" in err and "download.py" in err
+
+
+def test_resume_is_bit_exact(data, tmp_path):
+    full = train.run_full(_config(data, tmp_path / "a", stage=3, iterations=4, tensorboard=False, save_every=0))
+    part = _config(data, tmp_path / "b", stage=3, iterations=4, tensorboard=False, save_every=0)
+    first = train.run_full(dataclasses.replace(part, stop_after=2))
+    assert _state(first.checkpoint)["iteration"] == 2
+    second = train.run_full(dataclasses.replace(part, resume=str(first.checkpoint)))
+    a, b = _state(full.checkpoint), _state(second.checkpoint)
+    assert a["iteration"] == b["iteration"] == 4
+    assert a["network"].keys() == b["network"].keys()
+    for key in a["network"]:
+        assert torch.equal(a["network"][key], b["network"][key]), key
+    for slot, values in a["optimizer"]["state"].items():
+        for name, value in values.items():
+            assert torch.equal(value, b["optimizer"]["state"][slot][name]), (slot, name)
+    assert full.losses[2:] == second.losses
+
+
+def test_overfit_single_batch_and_frozen_batchnorm():
+    from model.losses import BootstrapSchedule
+    from model.network import PCVOS, PCVOSConfig
+    from model.train_forward import PerClipUnroll, compute_losses
+
+    torch.manual_seed(0)
+    net = PCVOS(PCVOSConfig.small())
+    unroll = PerClipUnroll(net, (3, 3))
+    freeze_batchnorm(unroll)
+    bn = net.key_encoder.bn1
+    assert not bn.training and net.decoder.training
+    mean_before, weight_before = bn.running_mean.clone(), bn.weight.detach().clone()
+    size = 32
+    masks = torch.zeros(2, 7, 2, size, size)
+    for t in range(7):
+        masks[:, t, 0, 4 + t : 16 + t, 6:18] = 1
+        masks[0, t, 1, 20:28, 18 + t // 2 : 28 + t // 2] = 1
+    rgb = torch.randn(2, 7, 3, size, size) * 0.3 + masks[:, :, :1] * 1.5 - masks[:, :, 1:] * 1.5
+    selector = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    cls_gt = (masks[:, :, 0] + 2 * masks[:, :, 1]).long()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        logits, prob = unroll(rgb, masks, selector)
+        loss = compute_losses(logits, prob, masks, cls_gt, selector, (3, 3), 0, BootstrapSchedule()).total
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert torch.equal(bn.running_mean, mean_before)  # running stats frozen
+    assert not torch.equal(bn.weight.detach(), weight_before)  # affine still trained
+
+
+def test_nonfinite_loss_stops_with_checkpoint(data, tmp_path, monkeypatch):
+    import model.trainer as trainer_module
+
+    real = trainer_module.compute_losses
+
+    def poisoned(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        return dataclasses.replace(terms, total=terms.total * float("nan"))
+
+    monkeypatch.setattr(trainer_module, "compute_losses", poisoned)
+    with pytest.raises(NonFiniteLossError, match="nonfinite.pth"):
+        train.run_full(_config(data, tmp_path, stage=0, iterations=1, batch_size=1, tensorboard=False))
+    assert (tmp_path / "out" / "s0_small" / "s0_small_nonfinite.pth").is_file()
+
+
+def test_global_batch_must_divide():
+    assert micro_batch_size(8, 2, 2) == 2
+    with pytest.raises(ValueError, match="not divisible"):
+        micro_batch_size(6, 2, 2)
+
+
+def test_paper_model_one_iteration(data, tmp_path):
+    result = train.run_full(
+        _config(data, tmp_path, stage=3, model_size="paper", iterations=1, batch_size=1, crop_size=48,
+                tensorboard=False)
+    )
+    assert torch.isfinite(torch.tensor(result.losses[0]))
+    assert _state(result.final)["model_config"]["value_dim"] == 512
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_same_global_batch(data, tmp_path):
+    common = [
+        "--stage", "0", "--model-size", "small", "--iterations", "2", "--batch-size", "4", "--crop-size", "48",
+        "--num-workers", "0", "--no-imagenet", "--static-root", data["static_root"], "--no-tensorboard",
+        "--progress", "log", "--log-every", "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "train.py"), *common, "--output", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "global batch 4 = 2 process(es) x 1 accumulation step(s) x micro-batch 2" in proc.stdout
+    single = train.run_full(
+        _config({"static_root": data["static_root"]}, tmp_path / "one", stage=0, batch_size=4, crop_size=48,
+                tensorboard=False, accum_steps=2)
+    )
+    ddp = _state(tmp_path / "ddp" / "s0_small" / "s0_small_checkpoint.pth")
+    one = _state(single.checkpoint)
+    assert ddp["iteration"] == one["iteration"] == 2
+    # Same samples per global batch; only the reduction order differs.
+    for key, value in one["network"].items():
+        torch.testing.assert_close(ddp["network"][key], value, atol=1e-4, rtol=0), key
