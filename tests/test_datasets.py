@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +254,86 @@ def test_bl30k_strict_label_rule():
     assert usable_labels([first, other], strict=True) == [2]
     big = torch.full_like(first, 2)  # label 2 has >= 400 px in another frame -> dropped
     assert usable_labels([first, big], strict=True) == []
+
+
+# --------------------------------------------------------------------------- scripts
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resize_youtube_short_side_480(tmp_path):
+    resize = _load_script("resize_youtube")
+    assert resize.target_size(1280, 720) == (853, 480) and resize.target_size(720, 1280) == (480, 853)
+    src = tmp_path / "YouTube" / "train"
+    (src / "JPEGImages" / "v").mkdir(parents=True)
+    (src / "Annotations" / "v").mkdir(parents=True)
+    Image.fromarray(np.full((360, 640, 3), 90, np.uint8)).save(src / "JPEGImages" / "v" / "00000.jpg")
+    labels = np.zeros((360, 640), np.uint8)
+    labels[100:200, 100:300] = 2
+    _palette_png(src / "Annotations" / "v" / "00000.png", labels)
+    assert resize.main(["--root", str(tmp_path / "YouTube")]) == 0
+    out = tmp_path / "YouTube" / "train_480p"
+    with Image.open(out / "JPEGImages" / "v" / "00000.jpg") as im:
+        assert im.size == (853, 480)
+    with Image.open(out / "Annotations" / "v" / "00000.png") as im:
+        assert im.mode == "P" and im.size == (853, 480)
+        assert set(np.unique(np.asarray(im)).tolist()) == {0, 2}  # nearest: no new labels
+    assert resize.resize_video(src, out, "v") == 0  # complete videos are skipped
+
+
+class _FakeResponse:
+    def __init__(self, payload: bytes) -> None:
+        import io
+
+        self.stream = io.BytesIO(payload)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
+
+
+def test_download_verifies_checksum_without_network(tmp_path):
+    import hashlib
+
+    download = _load_script("download")
+    payload = b"weights" * 1000
+    good = download.Item("https://example.invalid/w.pth", "w.pth", hashlib.sha256(payload).hexdigest()[:8])
+    calls = []
+
+    def opener(url):
+        calls.append(url)
+        return _FakeResponse(payload)
+
+    path = download.fetch(good, tmp_path, opener)
+    assert path.read_bytes() == payload and calls == [good.url]
+    download.fetch(good, tmp_path, opener)  # present and valid: no second fetch
+    assert len(calls) == 1
+    bad = download.Item("https://example.invalid/x.pth", "x.pth", "00000000")
+    with pytest.raises(download.DownloadError, match="checksum mismatch"):
+        download.fetch(bad, tmp_path, opener)
+    assert not (tmp_path / "x.pth").exists() and not list(tmp_path.glob(".*part"))
+
+
+def test_download_cli_manual_and_offline(tmp_path, capsys):
+    download = _load_script("download")
+    assert download.main(["youtube"]) == 0 and "resize_youtube.py" in capsys.readouterr().out
+
+    def offline(url):
+        raise OSError("no network")
+
+    assert download.main(["imagenet", "--out", str(tmp_path)], opener=offline) == 1
+    assert "download failed" in capsys.readouterr().err
