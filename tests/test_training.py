@@ -197,4 +197,4 @@ def test_torchrun_two_processes_same_global_batch(data, tmp_path):
     assert ddp["iteration"] == one["iteration"] == 2
     # Same samples per global batch; only the reduction order differs.
     for key, value in one["network"].items():
-        torch.testing.assert_close(ddp["network"][key], value, atol=1e-4, rtol=0), key
+        torch.testing.assert_close(ddp["network"][key], value, atol=1e-5, rtol=0)  # measured max 4.4e-7
