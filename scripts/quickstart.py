@@ -38,7 +38,7 @@ from util.video_io import overlay  # noqa: E402
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="everything goes here")
-    p.add_argument("--iterations", type=int, default=1800, help="training iterations (default 1800)")
+    p.add_argument("--iterations", type=int, default=1000, help="training iterations (~15 min on 2 cores)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop-size", type=int, default=96)
     p.add_argument("--lr", type=float, default=2e-4, help="higher than the paper's 1e-5: training from scratch")
