@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -519,7 +520,12 @@ def _run_tasks(tasks: list[ChunkTask], workers: int) -> list[ChunkResult]:
     # Largest items first so the pool does not wait on one big item at the end.
     order = sorted(range(len(tasks)), key=lambda i: -len(tasks[i].frames) * math.prod(tasks[i].shape))
     results: list[ChunkResult | None] = [None] * len(tasks)
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker) as pool:
+    # 'spawn', not fork: callers (the eval drivers) have torch's thread pools and a writer thread
+    # running, and a forked child can inherit one of their locks held and hang forever.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), initializer=_init_worker, mp_context=context
+    ) as pool:
         futures = {i: pool.submit(score_chunk, tasks[i]) for i in order}
         for i, future in futures.items():
             results[i] = future.result()
