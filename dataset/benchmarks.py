@@ -19,13 +19,12 @@ inputs that cannot be read at random (mp4 and other containers).
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -403,17 +402,13 @@ def score_benchmark(bench: Benchmark) -> tuple[dict[str, float], list[str]]:
         (global row, warning lines).
     """
     spec = bench.score
-    # davis_metrics forks a process pool; a fork of a process whose OpenCV (or OpenMP) thread
-    # pool is running can deadlock in the child, so the scoring runs in a fresh spawned process.
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        evaluation = pool.submit(
-            dm.evaluate,
-            spec.gt_root,
-            bench.mask_root,
-            [s.name for s in bench.sources],
-            set_name=spec.set_name,
-            single_object=spec.single_object,
-        ).result()
+    evaluation = dm.evaluate(
+        spec.gt_root,
+        bench.mask_root,
+        [s.name for s in bench.sources],
+        set_name=spec.set_name,
+        single_object=spec.single_object,
+    )
     row = evaluation.global_row()
     # Written under temp names and renamed, so concurrent shards never leave a torn file.
     with tempfile.TemporaryDirectory(dir=bench.mask_root, prefix=".scores.") as tmp:
