@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from dataset.benchmarks import open_frames, read_user_masks, segment_stream  # noqa: E402
 from inference.cli import add_engine_args, build_engine  # noqa: E402
+from util.progress import progress  # noqa: E402
 from util.video_io import OverlayWriter, overlay  # noqa: E402
 from util.writer import MaskWriter  # noqa: E402
 
@@ -67,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                 video.write(rgb if mask is None else overlay(rgb, mask, palette))
 
         try:
-            stats = segment_stream(engine, stream.frames(), labels, args.size, sink)
+            frames = stream.frames()
+            if stream.exact_count:  # a container's declared count can be off, and progress() must not list()
+                frames = progress(frames, "frames", total=stream.count)
+            stats = segment_stream(engine, frames, labels, args.size, sink)
         except ValueError as error:
             if video is not None:
                 video.close(commit=False)
