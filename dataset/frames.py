@@ -125,11 +125,14 @@ def video_from_folders(name: str, frame_dir: Path, annotation_dir: Path) -> Vide
 
 
 def label_values(source: VideoSource) -> list[int]:
-    """Sorted union of the object ids in a video's annotations (255 = void is ignored)."""
+    """Sorted union of the object ids in a video's annotations.
+
+    255 is void, except in binary masks (only 0 and 255 anywhere), where it is the one object.
+    """
     values: set[int] = set()
     for path in source.labels.values():
-        values.update(int(v) for v in np.unique(read_index_png(path)) if 0 < v < 255)
-    return sorted(values)
+        values.update(int(v) for v in np.unique(read_index_png(path)) if v > 0)
+    return [255] if values == {255} else sorted(v for v in values if v < 255)
 
 
 class _FrameDataset(Dataset):

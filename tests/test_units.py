@@ -170,3 +170,26 @@ def test_padding_splits_as_released(h, w):
 def test_padding_example():
     assert compute_pad(481, 853) == (5, 6, 7, 8)
     assert np.array_equal(compute_pad(128, 224), (0, 0, 0, 0))
+
+
+def test_progress_stays_lazy_and_binary_masks_are_one_object(tmp_path):
+    from dataset.frames import VideoSource, label_values
+    from util.palette import write_index_png
+    from util.progress import progress
+
+    consumed = []
+
+    def frames():
+        for i in range(3):
+            consumed.append(i)
+            yield i
+
+    it = progress(frames(), "frames")
+    assert next(it) == 0 and consumed == [0]  # not materialised up front
+    grey = np.zeros((8, 8), np.uint8)
+    grey[2:5, 2:5] = 255
+    write_index_png(tmp_path / "a.png", grey)
+    assert label_values(VideoSource("v", [], {0: tmp_path / "a.png"})) == [255]
+    grey[0, 0] = 3
+    write_index_png(tmp_path / "b.png", grey)
+    assert label_values(VideoSource("v", [], {0: tmp_path / "b.png"})) == [3]
