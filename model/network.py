@@ -45,7 +45,7 @@ class PCVOSConfig:
     refine_depths: tuple[int, ...] = (2,)
     refine_windows: tuple[tuple[int, int, int], ...] = ((2, 7, 7),)
     value_in_channels: int = 5  # 5 = image, mask, others; 4 = stage-0 single-object model
-    quality_head: bool = False  # optional QDMN-style mask quality head (bounded memory)
+    quality_head: bool = False  # reserved for the QDMN-style quality head (not implemented yet)
     name: str = field(default="paper")
 
     @classmethod
@@ -95,11 +95,10 @@ class PCVOS(nn.Module):
             self.refine_transformer = None
         self.decoder = Decoder(2 * config.value_dim, c8, c4, config.value_dim, config.decoder_dim)
         if config.quality_head:
-            from model.quality import QualityHead
-
-            self.quality_head = QualityHead(config.value_dim)
-        else:
-            self.quality_head = None
+            raise NotImplementedError(
+                "quality_head=True: the QDMN-style quality head is not implemented yet (bounded-memory issue #6)"
+            )
+        self.quality_head = None
 
     def encode_key(self, frames: torch.Tensor) -> KeyFeatures:
         """frames: [N, 3, H, W] normalised, H and W multiples of 16."""
