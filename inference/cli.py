@@ -41,8 +41,8 @@ def load_network(model: str, device: torch.device) -> PCVOS:
     path = Path(model)
     if not path.is_file():
         raise SystemExit(
-            f"error: --model {model}: file not found. Download the released checkpoint with "
-            f"`python scripts/download.py pcvos --out {path.parent}`, train one with train.py, "
+            f"error: --model {model}: file not found. Get the released checkpoint (`python scripts/download.py "
+            f"pcvos` prints where) into {path.parent}/, train one with train.py, "
             "or pass --model recipe for untrained test weights."
         )
     try:
