@@ -113,7 +113,7 @@ def test_eval_generic_masks(case, shared, tmp_path, recipe_checkpoint, capsys):
         "--size", "-1", "--clip-length", str(config["clip_length"]), "--workers", "0", "--device", "cpu",
     ])
     assert code == 0
-    assert "segmented 1 videos" in capsys.readouterr().out
+    assert "generic: 1 videos, " in capsys.readouterr().out
     files = sorted((out / "vid").glob("*.png"))
     assert [f.stem for f in files] == [f"{t:05d}" for t in range(len(golden["frames_uint8"]))]
     pred = np.stack([read_index_png(f) for f in files])
