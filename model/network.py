@@ -15,7 +15,7 @@ shapes (``../shared/pcvos/state_dict_pcvos.json``) for the default config.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 from model.decoder import Decoder
 from model.encoders import KEY_BACKBONE_CHANNELS, KeyEncoder, ValueEncoder
 from model.modules import KeyProjection
+from model.quality import QualityHead
 from model.refine import ClipRefiner
 
 
@@ -45,7 +46,7 @@ class PCVOSConfig:
     refine_depths: tuple[int, ...] = (2,)
     refine_windows: tuple[tuple[int, int, int], ...] = ((2, 7, 7),)
     value_in_channels: int = 5  # 5 = image, mask, others; 4 = stage-0 single-object model
-    quality_head: bool = False  # reserved for the QDMN-style quality head (not implemented yet)
+    quality_head: bool = False  # optional QDMN-style mask-quality head (model/quality.py); not in official weights
     name: str = field(default="paper")
 
     @classmethod
@@ -94,11 +95,8 @@ class PCVOS(nn.Module):
             self.input_proj = None
             self.refine_transformer = None
         self.decoder = Decoder(2 * config.value_dim, c8, c4, config.value_dim, config.decoder_dim)
-        if config.quality_head:
-            raise NotImplementedError(
-                "quality_head=True: the QDMN-style quality head is not implemented yet (bounded-memory issue #6)"
-            )
-        self.quality_head = None
+        # Last, so its keys (prefix ``quality_head.``) follow the official ones and are absent when off.
+        self.quality_head = QualityHead(config.value_dim) if config.quality_head else None
 
     def encode_key(self, frames: torch.Tensor) -> KeyFeatures:
         """frames: [N, 3, H, W] normalised, H and W multiples of 16."""
@@ -133,3 +131,17 @@ class PCVOS(nn.Module):
     ) -> torch.Tensor:
         """readout, f16_thin: [B, Cv, h, w]; f8, f4: skips of the same frames -> logits [B, 1, H, W]."""
         return self.decoder(torch.cat([readout, f16_thin], dim=1), f8, f4)
+
+    def enable_quality_head(self) -> QualityHead:
+        """Add a freshly initialised quality head (e.g. before loading its weights from their own file)."""
+        if self.quality_head is None:
+            device = next(self.parameters()).device
+            self.quality_head = QualityHead(self.config.value_dim).to(device)
+            self.config = replace(self.config, quality_head=True)
+        return self.quality_head
+
+    def assess_quality(self, values: torch.Tensor) -> torch.Tensor:
+        """values: [B, Cv, h, w] memory values (frame + one object's mask) -> [B] predicted mask IoU."""
+        if self.quality_head is None:
+            raise RuntimeError("this network has no quality head (PCVOSConfig.quality_head=False)")
+        return self.quality_head(values)
