@@ -234,8 +234,10 @@ class PCVOSEngine:
                 others_from_masks(masks),
             )
         values = values.float()
+        quality = state.store.assess(self.net, values, masks)  # None unless the strategy uses it
         state.store.add(
-            t, key.float(), {obj: values[i] for i, obj in enumerate(state.enabled)}, permanent=permanent
+            t, key.float(), {obj: values[i] for i, obj in enumerate(state.enabled)}, permanent=permanent,
+            quality=quality,
         )
 
     def _decode(self, refined: torch.Tensor, feats) -> torch.Tensor:

@@ -71,10 +71,11 @@ class MemoryStore:
             permanent: True for annotated frames (always kept).
             quality: optional predicted mask quality (used by the ``quality`` strategy).
         """
+        # Own copies: a view would keep the whole clip's key batch [n, Ck, h, w] alive for every entry.
         entry = MemoryEntry(
             frame,
-            key.flatten(1),
-            {obj: v.flatten(1) for obj, v in values.items()},
+            key.flatten(1).clone(),
+            {obj: v.flatten(1).clone() for obj, v in values.items()},
             permanent=permanent,
             quality=quality,
         )
@@ -84,6 +85,16 @@ class MemoryStore:
     def commit(self, entry: MemoryEntry) -> None:
         """Strategy hook: keep-all appends every entry."""
         self._append(entry)
+
+    def assess(self, network, values: torch.Tensor, masks: torch.Tensor) -> float | None:
+        """Strategy hook: the quality of a frame offered to memory (None = not needed, nothing computed).
+
+        Args:
+            network: the :class:`~model.network.PCVOS` (for its optional quality head).
+            values: [O, Cv, h, w] the frame's memory values, one per object.
+            masks: [O, 1, Hp, Wp] the object probabilities they were encoded with.
+        """
+        return None
 
     def _append(self, entry: MemoryEntry) -> int:
         entry_id = self._next_id
@@ -123,6 +134,16 @@ class MemoryStore:
             )
             groups.append(MemoryGroup(objs, entry_ids, keys, keys.float().pow(2).sum(0), values))
         return groups
+
+    def describe(self) -> dict:
+        """Size of the memory now (for logs and benchmarks)."""
+        return {
+            "strategy": self.name,
+            "entries": len(self.entries),
+            "permanent": sum(e.permanent for e in self.entries.values()),
+            "elements": self.num_elements(),
+            "bytes": self.nbytes(),
+        }
 
     def num_elements(self) -> int:
         """Memory elements (key columns) held, counting shared keys once."""
