@@ -33,7 +33,7 @@ from dataset.benchmarks import (  # noqa: E402
     summary_line,
     youtube_benchmark,
 )
-from inference.cli import add_engine_args, engine_config, load_network  # noqa: E402
+from inference.cli import add_engine_args, engine_config, load_network, memory_options  # noqa: E402
 from inference.engine import PCVOSEngine  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
@@ -148,13 +148,14 @@ def write_atomic(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    network = load_network(args.model, device)  # once: every L shares these weights
+    network = load_network(args.model, device, args.quality_weights)  # once: every L shares these weights
+    memory_factory = memory_options(args, network).factory()
     memory = PeakMemory(device)
     rows: list[dict] = []
     args.output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pcvos-sweep.") as scratch:
         for length in args.clip_lengths:
-            engine = PCVOSEngine(network, engine_config(args, clip_length=length))
+            engine = PCVOSEngine(network, engine_config(args, clip_length=length), memory_factory=memory_factory)
             for name in args.benchmarks:
                 out = args.output / f"L{length}" / name
                 try:
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows)
     print(table, end="")
     write_atomic(args.output / "sweep.md", table)
-    report = {"model": args.model, "device": str(device), "precision": args.precision, "rows": rows}
+    report = {"model": args.model, "device": str(device), "precision": args.precision, "memory": args.memory,
+              "rows": rows}
     write_atomic(args.output / "sweep.json", json.dumps(report, indent=1) + "\n")
     total = sum(r["frames"] for r in rows)
     seconds = sum(r["seconds"] for r in rows)

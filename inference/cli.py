@@ -9,7 +9,16 @@ from pathlib import Path
 import torch
 
 from inference.engine import MEMORY_READ_MODES, EngineConfig, PCVOSEngine
-from model.checkpoint import CheckpointError, build_model
+from inference.memory_strategies import (
+    AFB_MERGE_THRESHOLD,
+    AFB_UPDATE_RATE,
+    DEFAULT_MAX_FRAMES,
+    QUALITY_SOURCES,
+    QUALITY_THRESHOLD,
+    STRATEGIES,
+    MemoryOptions,
+)
+from model.checkpoint import CheckpointError, build_model, load_quality_head
 from model.network import PCVOS
 from util.recipe_weights import apply_recipe
 from util.runtime import PRECISIONS, resolve_device
@@ -32,10 +41,55 @@ def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480) ->
     g.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                    help="fp32 (default, reproduces the official numbers) or bf16/fp16 autocast")
     g.add_argument("--workers", type=int, default=2, help="frame-decoding workers (default 2)")
+    add_memory_args(parser)
 
 
-def load_network(model: str, device: torch.device) -> PCVOS:
-    """The network for ``--model`` (a path, or 'recipe'), in eval mode on ``device``."""
+def add_memory_args(parser: argparse.ArgumentParser) -> None:
+    """``--memory`` and the bounded-memory knobs (docs/memory.md)."""
+    g = parser.add_argument_group("memory (long videos)")
+    g.add_argument("--memory", choices=STRATEGIES, default="keep-all",
+                   help="keep-all: every memory frame stays (official, grows with the video; default); fifo: "
+                        "annotated frames + the most recent N; afb: adaptive feature bank (merge similar elements, "
+                        "evict the least used under --memory-budget); quality: QDMN-style quality-gated memory")
+    g.add_argument("--max-memory-frames", type=int, default=DEFAULT_MAX_FRAMES,
+                   help=f"fifo/quality: memory frames kept besides the annotated ones; afb: default budget in "
+                        f"frames (default {DEFAULT_MAX_FRAMES})")
+    g.add_argument("--memory-budget", type=int, default=None,
+                   help="afb: memory elements (1/16-resolution pixels) kept in total; default "
+                        "(max-memory-frames + 1) frames' worth")
+    g.add_argument("--afb-merge-threshold", type=float, default=AFB_MERGE_THRESHOLD,
+                   help=f"afb: merge an element into its nearest one when ||x - m|| <= t ||x|| "
+                        f"(default {AFB_MERGE_THRESHOLD})")
+    g.add_argument("--afb-update-rate", type=float, default=AFB_UPDATE_RATE,
+                   help=f"afb: weight of the new elements in a merge (default {AFB_UPDATE_RATE})")
+    g.add_argument("--quality-threshold", type=float, default=QUALITY_THRESHOLD,
+                   help=f"quality: admit a frame if its quality >= this x the annotated frame's "
+                        f"(default {QUALITY_THRESHOLD})")
+    g.add_argument("--quality-source", choices=QUALITY_SOURCES, default="auto",
+                   help="quality: 'head' (trained quality head), 'confidence' (training-free proxy from the "
+                        "probabilities), 'auto' = head if the network has one (default)")
+    g.add_argument("--quality-weights", default=None,
+                   help="quality head weights (train.py --quality-head writes *_quality_head.pth), loaded on top "
+                        "of --model")
+
+
+def load_network(model: str, device: torch.device, quality_weights: str | None = None) -> PCVOS:
+    """The network for ``--model`` (a path, or 'recipe'), in eval mode on ``device``.
+
+    ``quality_weights``: a quality-head file loaded on top (the head is added if the model has none).
+    """
+    network = _load_base_network(model, device)
+    if quality_weights is not None:
+        network.enable_quality_head()
+        try:
+            load_quality_head(network, quality_weights)
+        except CheckpointError as error:
+            raise SystemExit(f"error: --quality-weights: {error}") from error
+        network.eval()
+    return network
+
+
+def _load_base_network(model: str, device: torch.device) -> PCVOS:
     if model == "recipe":
         return apply_recipe(PCVOS()).to(device).eval()
     path = Path(model)
@@ -63,8 +117,27 @@ def engine_config(args: argparse.Namespace, clip_length: int | None = None) -> E
     )
 
 
+def memory_options(args: argparse.Namespace, network: PCVOS | None = None) -> MemoryOptions:
+    """The memory strategy the flags select (checked against ``network`` when given)."""
+    try:
+        options = MemoryOptions(
+            strategy=args.memory, max_frames=args.max_memory_frames, budget=args.memory_budget,
+            merge_threshold=args.afb_merge_threshold, update_rate=args.afb_update_rate,
+            quality_threshold=args.quality_threshold, quality_source=args.quality_source,
+        )
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
+    if (network is not None and options.strategy == "quality" and options.quality_source == "head"
+            and network.quality_head is None):
+        raise SystemExit(
+            "error: --quality-source head: the model has no quality head. Pass --quality-weights FILE "
+            "(train.py --quality-head writes one) or use --quality-source confidence."
+        )
+    return options
+
+
 def build_engine(args: argparse.Namespace) -> PCVOSEngine:
     """Load the model and build the engine the flags describe."""
     device = resolve_device(args.device)
-    network = load_network(args.model, device)
-    return PCVOSEngine(network, engine_config(args))
+    network = load_network(args.model, device, args.quality_weights)
+    return PCVOSEngine(network, engine_config(args), memory_factory=memory_options(args, network).factory())
