@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", type=int, nargs=2, default=(d.bootstrap_start, d.bootstrap_end),
                         metavar=("START", "END"), help="hard-pixel mining from START, top 15%% by END")
     parser.add_argument("--dice-weight", type=float, default=d.dice_weight, help="0 = no clip supervision")
+    parser.add_argument("--quality-head", action="store_true",
+                        help="also train the quality head (IoU regression) that --memory quality can use")
+    parser.add_argument("--quality-only", action="store_true",
+                        help="train only the quality head, the rest frozen (e.g. with --weights of a trained model)")
+    parser.add_argument("--quality-weight", type=float, default=d.quality_weight, help="weight of the quality loss")
     parser.add_argument("--stop-after", type=int, help="stop after this many iterations of this run (checkpointed)")
     parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default=d.progress)
     parser.add_argument("--no-tensorboard", action="store_true")
@@ -94,6 +99,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         gap_low=args.gap_low, gap_high=args.gap_high, bootstrap_start=args.bootstrap[0],
         bootstrap_end=args.bootstrap[1], dice_weight=args.dice_weight, stop_after=args.stop_after,
         progress=args.progress, tensorboard=not args.no_tensorboard,
+        quality_head=args.quality_head or args.quality_only, quality_only=args.quality_only,
+        quality_weight=args.quality_weight,
     )
 
 

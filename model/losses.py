@@ -127,3 +127,32 @@ def mask_iou(prob: torch.Tensor, masks: torch.Tensor, threshold: float = 0.5) ->
     gt = masks > 0.5
     union = (pred | gt).sum()
     return torch.where(union > 0, (pred & gt).sum() / union.clamp(min=1), torch.ones((), device=prob.device))
+
+
+def binary_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of binarised masks per leading index (1.0 when both are empty, as DAVIS J).
+
+    Args:
+        pred, target: [..., H, W] probabilities or masks, binarised at 0.5.
+
+    Returns:
+        [...] IoU.
+    """
+    p = pred.flatten(-2) > 0.5
+    g = target.flatten(-2) > 0.5
+    inter = (p & g).sum(-1).float()
+    union = (p | g).sum(-1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def quality_loss(score: torch.Tensor, iou: torch.Tensor, selector: torch.Tensor) -> torch.Tensor:
+    """Quality-head regression (QDMN): MSE between predicted and actual IoU over the used object slots.
+
+    Args:
+        score: [B, K, F] predicted IoU; iou: [B, K, F] target (detached by the caller); selector: [B, K].
+
+    Returns:
+        scalar.
+    """
+    weight = selector.float()[:, :, None].expand_as(score)
+    return ((score.float() - iou.float()).pow(2) * weight).sum() / weight.sum().clamp(min=1)

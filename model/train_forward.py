@@ -13,18 +13,27 @@ truth; the clips follow in processing order. Per sample and clip:
 Several objects share the affinity; each gets its own value (mask + the sum of
 the other objects' masks), and the second object's probability is multiplied
 by its selector (0 when the sample has a single object), as STCN.
+
+With ``quality=True`` the optional quality head (:mod:`model.quality`) also
+scores the values of frame 0 (ground truth) and of every clip's last frame
+(predicted masks; the final clip's last frame is encoded for this only), for
+an IoU regression (:func:`model.losses.quality_loss`). The head reads
+*detached* values, so its loss trains the head alone and cannot reshape the
+segmentation features.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from model.aggregate import aggregate_logits
-from model.losses import BootstrapSchedule, clip_dice_loss, image_loss, mask_iou
+from model.losses import BootstrapSchedule, binary_iou, clip_dice_loss, image_loss, mask_iou, quality_loss
 from model.memory import softmax_readout
 from model.network import PCVOS
 
@@ -38,18 +47,29 @@ def clip_slices(clip_lengths: Sequence[int]) -> list[slice]:
     return out
 
 
+class QualityPrediction(NamedTuple):
+    """Quality-head outputs of one batch: score [B, K, F] for the sample frames ``frames`` (F of them)."""
+
+    score: torch.Tensor
+    frames: tuple[int, ...]
+
+
 class PerClipUnroll(nn.Module):
     """Training forward of PCVOS over one batch of per-clip samples (DDP wraps this module).
 
     Args:
         net: the network (its BatchNorms are expected in eval mode, see the trainer).
         clip_lengths: frames per clip, e.g. (3, 3) for video, (2,) for stage 0.
+        quality: also return a :class:`QualityPrediction` (needs ``net.quality_head``).
     """
 
-    def __init__(self, net: PCVOS, clip_lengths: Sequence[int]) -> None:
+    def __init__(self, net: PCVOS, clip_lengths: Sequence[int], quality: bool = False) -> None:
         super().__init__()
+        if quality and net.quality_head is None:
+            raise ValueError("quality=True needs a network built with PCVOSConfig(quality_head=True)")
         self.net = net
         self.clip_lengths = tuple(clip_lengths)
+        self.quality = quality
 
     def forward(
         self, rgb: torch.Tensor, masks: torch.Tensor, selector: torch.Tensor
@@ -63,7 +83,8 @@ class PerClipUnroll(nn.Module):
 
         Returns:
             (logits [B, K + 1, T - 1, H, W] aggregation logits (background first),
-             prob [B, K, T - 1, H, W] object probabilities = softmax(logits)[:, 1:]).
+             prob [B, K, T - 1, H, W] object probabilities = softmax(logits)[:, 1:]),
+            plus a :class:`QualityPrediction` when built with ``quality=True``.
         """
         batch, frames = rgb.shape[:2]
         if frames != 1 + sum(self.clip_lengths):
@@ -75,8 +96,10 @@ class PerClipUnroll(nn.Module):
         refine_keys = None if refine_keys is None else refine_keys.unflatten(0, (batch, frames))
 
         mem_keys = [per_frame["key"][:, 0].flatten(2)]  # [B, Ck, hw] each
-        mem_values = [self._encode(rgb[:, 0], per_frame["f16"][:, 0], masks[:, 0]).flatten(3)]  # [B, K, Cv, hw]
+        first = self._encode(rgb[:, 0], per_frame["f16"][:, 0], masks[:, 0])  # [B, K, Cv, h, w]
+        mem_values = [first.flatten(3)]  # [B, K, Cv, hw] each
         selector = selector.to(rgb.dtype)
+        scores, scored = [self._score(first)], [0]
         all_logits, all_prob = [], []
         start = 1
         for c, length in enumerate(self.clip_lengths):
@@ -84,12 +107,28 @@ class PerClipUnroll(nn.Module):
             logits, prob = self._segment_clip(per_frame, refine_keys, mem_keys, mem_values, idx, selector)
             all_logits.append(logits)
             all_prob.append(prob)
-            if c + 1 < len(self.clip_lengths):
-                last = idx[-1]
-                mem_keys.append(per_frame["key"][:, last].flatten(2))
-                mem_values.append(self._encode(rgb[:, last], per_frame["f16"][:, last], prob[:, :, -1]).flatten(3))
+            last = idx[-1]
+            if c + 1 < len(self.clip_lengths) or self.quality:
+                final = c + 1 == len(self.clip_lengths)  # the final clip's last frame is only scored: no graph
+                with torch.no_grad() if final else contextlib.nullcontext():
+                    value = self._encode(rgb[:, last], per_frame["f16"][:, last], prob[:, :, -1])
+                if not final:
+                    mem_keys.append(per_frame["key"][:, last].flatten(2))
+                    mem_values.append(value.flatten(3))
+                scores.append(self._score(value))
+                scored.append(last)
             start += length
+        if self.quality:
+            quality = QualityPrediction(torch.stack(scores, dim=2), tuple(scored))
+            return torch.cat(all_logits, dim=2), torch.cat(all_prob, dim=2), quality
         return torch.cat(all_logits, dim=2), torch.cat(all_prob, dim=2)
+
+    def _score(self, values: torch.Tensor) -> torch.Tensor | None:
+        """Quality head on detached memory values [B, K, Cv, h, w] -> [B, K] predicted IoU; None when off."""
+        if not self.quality:
+            return None
+        batch, objects = values.shape[:2]
+        return self.net.assess_quality(values.detach().flatten(0, 1)).view(batch, objects)
 
     def _encode(self, image: torch.Tensor, f16: torch.Tensor, obj_masks: torch.Tensor) -> torch.Tensor:
         """Memory values of one frame for every object.
@@ -146,6 +185,7 @@ class LossTerms:
     image: torch.Tensor
     clip: torch.Tensor
     iou: torch.Tensor
+    quality: torch.Tensor | None = None  # quality-head MSE (None without the head)
 
 
 def compute_losses(
@@ -158,16 +198,31 @@ def compute_losses(
     iteration: int,
     schedule: BootstrapSchedule,
     dice_weight: float = 1.0,
+    quality: QualityPrediction | None = None,
+    quality_weight: float = 1.0,
 ) -> LossTerms:
-    """L_total = L_image (bootstrapped CE, every predicted frame) + dice_weight * sum over clips of L_clip.
+    """L_total = L_image (bootstrapped CE, every predicted frame) + dice_weight * sum over clips of L_clip
+    (+ quality_weight * L_quality with the quality head).
 
     Args:
         logits: [B, K+1, T-1, H, W]; prob: [B, K, T-1, H, W] from :class:`PerClipUnroll`.
         masks: [B, T, K, H, W] ground truth; cls_gt: [B, T, H, W]; selector: [B, K].
         iteration: iteration within the stage (for the bootstrap schedule).
+        quality: the unroll's quality-head scores; target = IoU of the binarised mask each scored value
+            was encoded with (ground truth for frame 0, the prediction otherwise) against the ground truth.
     """
     target = masks[:, 1:].transpose(1, 2).float()  # [B, K, T-1, H, W]
     l_image = image_loss(logits, cls_gt[:, 1:], selector, schedule.fraction(iteration))
     l_clip = sum(clip_dice_loss(prob[:, :, s], target[:, :, s], selector) for s in clip_slices(clip_lengths))
     total = l_image + dice_weight * l_clip
-    return LossTerms(total, l_image.detach(), l_clip.detach(), mask_iou(prob[:, 0].detach(), target[:, 0]))
+    l_quality = None
+    if quality is not None:
+        with torch.no_grad():
+            encoded = [masks[:, 0] if f == 0 else prob[:, :, f - 1] for f in quality.frames]  # [B, K, H, W] each
+            iou = torch.stack([binary_iou(m, masks[:, f]) for m, f in zip(encoded, quality.frames)], dim=2)
+        l_quality = quality_loss(quality.score, iou, selector)
+        total = total + quality_weight * l_quality
+        l_quality = l_quality.detach()
+    return LossTerms(
+        total, l_image.detach(), l_clip.detach(), mask_iou(prob[:, 0].detach(), target[:, 0]), l_quality
+    )

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dataset.sampling import CURRICULA, GapCurriculum, global_sample_indices
-from model.checkpoint import load_weights
+from model.checkpoint import QUALITY_PREFIX, load_weights
 from model.encoders import load_imagenet_weights
 from model.losses import BootstrapSchedule
 from model.network import PCVOS, PCVOSConfig
@@ -93,6 +93,9 @@ class TrainConfig:
     bootstrap_start: int = 20_000
     bootstrap_end: int = 70_000
     dice_weight: float = 1.0
+    quality_head: bool = False  # also train the optional quality head (IoU regression; --memory quality)
+    quality_only: bool = False  # train only the quality head, everything else frozen (on top of --weights)
+    quality_weight: float = 1.0  # weight of the quality loss (QDMN: 1)
     stop_after: int | None = None  # stop (with a checkpoint) after this many iterations of this run
     progress: str = "auto"  # 'auto' (bar on a TTY), 'bar', 'log', 'none'
     tensorboard: bool = True
@@ -119,13 +122,15 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"--crop-size {out.crop_size}: must be a multiple of 16")
     if out.optimizer not in ("adam", "adamw"):
         raise ValueError(f"--optimizer {out.optimizer!r}: choose adam or adamw")
+    if out.quality_only and not out.quality_head:
+        raise ValueError("--quality-only trains the quality head alone: it needs --quality-head")
     return out
 
 
 def model_config(config: TrainConfig) -> PCVOSConfig:
     """The architecture of a stage: the stage-0 model has a 4-channel (single-object) value encoder."""
     base = PCVOSConfig.small() if config.model_size == "small" else PCVOSConfig()
-    return dataclasses.replace(base, value_in_channels=4 if config.stage == 0 else 5)
+    return dataclasses.replace(base, value_in_channels=4 if config.stage == 0 else 5, quality_head=config.quality_head)
 
 
 # --------------------------------------------------------------------------- distributed
@@ -296,7 +301,10 @@ class Trainer:
         self.net = PCVOS(model_config(config))
         self._initial_weights()
         self.net.to(self.device)
-        self.unroll = PerClipUnroll(self.net, config.clip_lengths)
+        if config.quality_only:  # only the quality head learns
+            for name, param in self.net.named_parameters():
+                param.requires_grad_(name.startswith(QUALITY_PREFIX))
+        self.unroll = PerClipUnroll(self.net, config.clip_lengths, quality=config.quality_head)
         if self.dist.world > 1:
             self.model: nn.Module = nn.parallel.DistributedDataParallel(
                 self.unroll, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -392,6 +400,9 @@ class Trainer:
                  "stage": self.config.stage, "iteration": iteration},
                 path,
             )
+            if self.net.quality_head is not None:  # the head alone, for --quality-weights
+                head = {QUALITY_PREFIX + k: v for k, v in self.net.quality_head.state_dict().items()}
+                atomic_save(head, path.with_name(f"{self.config.run_name}_quality_head.pth"))
         return path
 
     # -- the loop --------------------------------------------------------------------------
@@ -456,6 +467,8 @@ class Trainer:
                 "loss/clip": terms.clip.item() / cfg.accum_steps,
                 "iou": terms.iou.item() / cfg.accum_steps,
             })
+            if terms.quality is not None:
+                totals["loss/quality"] += terms.quality.item() / cfg.accum_steps
         self._last = last
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -469,10 +482,11 @@ class Trainer:
         cls_gt = batch["cls_gt"].to(self.device, non_blocking=True)
         selector = batch["selector"].to(self.device, non_blocking=True)
         with autocast(self.device, self.precision):
-            logits, prob = self.model(rgb, masks, selector)
+            logits, prob, *quality = self.model(rgb, masks, selector)  # + QualityPrediction with the head
         terms = compute_losses(
             logits.float(), prob.float(), masks, cls_gt, selector, self.config.clip_lengths,
             iteration, self.bootstrap, self.config.dice_weight,
+            quality[0] if quality else None, self.config.quality_weight,
         )
         return terms, (rgb[0].detach(), masks[0].detach(), prob[0].detach())
 
