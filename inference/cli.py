@@ -58,10 +58,11 @@ def add_memory_args(parser: argparse.ArgumentParser) -> None:
                    help="afb: memory elements (1/16-resolution pixels) kept in total; default "
                         "(max-memory-frames + 1) frames' worth")
     g.add_argument("--afb-merge-threshold", type=float, default=AFB_MERGE_THRESHOLD,
-                   help=f"afb: merge an element into its nearest one when ||x - m|| <= t ||x|| "
-                        f"(default {AFB_MERGE_THRESHOLD})")
+                   help=f"afb: merge an element x into its nearest one m when ||x - m||^2 / sqrt(key dim) <= t, "
+                        f"i.e. their readout logits differ by <= t (default {AFB_MERGE_THRESHOLD})")
     g.add_argument("--afb-update-rate", type=float, default=AFB_UPDATE_RATE,
-                   help=f"afb: weight of the new elements in a merge (default {AFB_UPDATE_RATE})")
+                   help=f"afb: merge weight of the new elements per frame, compounded over the frames between "
+                        f"memory updates (default {AFB_UPDATE_RATE})")
     g.add_argument("--quality-threshold", type=float, default=QUALITY_THRESHOLD,
                    help=f"quality: admit a frame if its quality >= this x the annotated frame's "
                         f"(default {QUALITY_THRESHOLD})")

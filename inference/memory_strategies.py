@@ -41,11 +41,12 @@ QUALITY_SOURCES = ("auto", "head", "confidence")
 #: equivalents, of the afb budget. memory.md d.4 suggests ~20 for STCN/PCVOS
 #: (Cutie's 5 is tuned for a model trained with that few).
 DEFAULT_MAX_FRAMES = 20
-#: afb: merge a new element into its nearest bank element when
-#: ||x - m|| <= threshold * ||x|| (relative L2 distance, see AfbMemory).
-AFB_MERGE_THRESHOLD = 0.3
-#: afb: weight of the new elements' mean in a merge, per commit (one commit per clip).
-AFB_UPDATE_RATE = 0.2
+#: afb: merge a new element x into its nearest bank element m when ||x - m||^2 / sqrt(Ck) <= threshold, i.e.
+#: when their affinities to a query at x differ by at most this many logits of the readout's softmax
+#: (the readout's own scale; see AfbMemory and docs/memory.md for the measurements behind 0.5).
+AFB_MERGE_THRESHOLD = 0.5
+#: afb: merge weight per frame (AFB-URR's long-video setting), compounded over the frames between commits.
+AFB_UPDATE_RATE = 0.05
 #: afb: a top-k weight above this counts as a hit (AFB-URR's thres_valid).
 AFB_HIT_THRESHOLD = 1e-3
 #: quality: admit a frame when quality >= threshold x reference quality (QDMN DAVIS: 0.8).
@@ -228,9 +229,12 @@ class AfbMemory(MemoryStore):
 
     1. nearest non-permanent bank element m of every x, by the readout's own
        L2 distance, computed once on the keys (keys are shared by objects);
-    2. x is *merged* when ||x - m|| <= ``merge_threshold`` * ||x||: all x that
-       chose the same m are averaged and m <- (1 - r) m + r mean(x), for the
-       key and for every object's value (r = ``update_rate``);
+    2. x is *merged* when ||x - m||^2 / sqrt(Ck) <= ``merge_threshold`` (the
+       two keys' affinities to a query at x differ by at most that many
+       logits): all x that chose the same m are averaged and
+       m <- (1 - r) m + r mean(x), for the key and for every object's value,
+       with r = 1 - (1 - ``update_rate``)^d, d = frames since the previous
+       commit (AFB-URR merges every frame; PCVOS commits every L frames);
     3. the other x are *appended*; if the bank would exceed ``budget``
        elements, exactly the lowest-scoring non-permanent elements are
        evicted first, score = usage / frames since insertion (ties: oldest).
@@ -238,9 +242,10 @@ class AfbMemory(MemoryStore):
     Usage: after each clip, every element adds log(1 + hits), hits = the
     clip's query positions whose top-k weight on it exceeds 1e-3
     (:meth:`observe_read`). Permanent (annotated) elements are never merged
-    into, never evicted. Deviations from AFB-URR: relative L2 instead of
-    cosine similarity, linear update instead of "keep the norm, move the
-    direction", and one update per clip; see docs/memory.md.
+    into, never evicted. Deviations from AFB-URR: an L2 criterion on the
+    readout's scale instead of cosine similarity, a linear update instead of
+    "keep the norm, move the direction" (norms matter to an L2 readout), one
+    update per clip; see docs/memory.md.
 
     Args:
         budget: max elements (shared key columns, permanent ones included);
@@ -272,6 +277,7 @@ class AfbMemory(MemoryStore):
         self.hit_threshold = hit_threshold
         self._pending: dict[int, torch.Tensor] = {}
         self._now = 0
+        self._last_commit: int | None = None
         self.merged = 0
         self.appended = 0
         self.evicted = 0
@@ -300,6 +306,8 @@ class AfbMemory(MemoryStore):
     def commit(self, entry: MemoryEntry) -> None:
         self._fold_usage()
         self._now = max(self._now, entry.frame)
+        interval = 1 if self._last_commit is None else max(1, entry.frame - self._last_commit)
+        self._last_commit = entry.frame
         if self.budget is None:
             self.budget = self.frames * entry.key.shape[1]
         entry.extra["usage"] = entry.key.new_zeros(entry.key.shape[1])
@@ -309,21 +317,22 @@ class AfbMemory(MemoryStore):
         targets = [i for i, e in self.entries.items() if not e.permanent and entry.values.keys() <= e.values.keys()]
         if targets:
             index, dist = nearest_elements(torch.cat([self.entries[i].key for i in targets], 1), entry.key)
-            merge = dist.sqrt() <= self.merge_threshold * entry.key.norm(dim=0)
+            merge = dist / math.sqrt(entry.key.shape[0]) <= self.merge_threshold
             if bool(merge.any()):
-                self._merge(targets, index[merge], entry, merge)
+                self._merge(targets, index[merge], entry, merge, 1 - (1 - self.update_rate) ** interval)
                 entry = _select_columns(entry, ~merge)
         if entry.key.shape[1]:
             self._make_room(entry.key.shape[1])
             self.appended += entry.key.shape[1]
             self._append(entry)
 
-    def _merge(self, targets: list[int], index: torch.Tensor, entry: MemoryEntry, merge: torch.Tensor) -> None:
-        """Move the chosen bank elements towards the mean of the new elements that chose them."""
+    def _merge(
+        self, targets: list[int], index: torch.Tensor, entry: MemoryEntry, merge: torch.Tensor, rate: float
+    ) -> None:
+        """Move the chosen bank elements towards the mean of the new elements that chose them (weight ``rate``)."""
         sizes = [self.entries[i].key.shape[1] for i in targets]
         count = torch.bincount(index, minlength=sum(sizes)).to(entry.key.dtype)
         touched = count > 0
-        rate = self.update_rate
 
         def blend(bank: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
             mean = torch.zeros_like(bank).index_add_(1, index, new[:, merge]) / count.clamp_min(1)

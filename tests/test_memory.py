@@ -77,13 +77,13 @@ def test_nearest_elements_in_chunks():
 
 
 def test_afb_merges_close_elements_exactly():
-    store = AfbMemory(budget=100, merge_threshold=0.3, update_rate=0.25)
+    store = AfbMemory(budget=100, merge_threshold=0.5, update_rate=0.25)
     offer(store, 0, [[10.0], [0.0]], permanent=True)
-    offer(store, 5, [[0.0, 4.0], [2.0, 0.0]], values={1: torch.tensor([[1.0, 3.0]])})
-    # columns: near (0, 2) twice -> merged as their mean; near the permanent (10, 0) -> appended
-    # (permanent elements are never merge targets); far from everything -> appended.
+    offer(store, 9, [[0.0, 4.0], [2.0, 0.0]], values={1: torch.tensor([[1.0, 3.0]])})
+    # columns: near (0, 2) twice (||x - m||^2 / sqrt(2) = .035) -> merged as their mean; equal to the permanent
+    # (10, 0) -> appended (permanent elements are never merge targets; 36 / sqrt 2 from (4, 0)); far -> appended.
     new_key = torch.tensor([[0.2, -0.2, 10.0, -9.0], [2.1, 2.1, 0.0, -9.0]])
-    offer(store, 10, new_key, values={1: torch.tensor([[5.0, 7.0, 8.0, 9.0]])})
+    offer(store, 10, new_key, values={1: torch.tensor([[5.0, 7.0, 8.0, 9.0]])})  # 1 frame later: rate 0.25
     entry = store.entries[1]
     expected = 0.75 * torch.tensor([0.0, 2.0]) + 0.25 * torch.tensor([0.0, 2.1])
     torch.testing.assert_close(entry.key[:, 0], expected)
@@ -94,6 +94,11 @@ def test_afb_merges_close_elements_exactly():
     assert torch.equal(appended.key, torch.tensor([[10.0, -9.0], [0.0, -9.0]]))
     assert torch.equal(appended.values[1], torch.tensor([[8.0, 9.0]]))
     assert (store.merged, store.appended, store.num_elements()) == (2, 4, 5)
+    # two frames later the rate compounds: 1 - 0.75^2
+    offer(store, 12, [[4.0], [0.5]], values={1: torch.tensor([[7.0]])})
+    rate = 1 - 0.75**2
+    torch.testing.assert_close(store.entries[1].key[:, 1], torch.tensor([4.0, 0.5 * rate]))
+    torch.testing.assert_close(store.entries[1].values[1][0, 1], torch.tensor(3.0 + 4.0 * rate))
 
 
 def test_afb_evicts_lowest_usage_per_age_exactly():
