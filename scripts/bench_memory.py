@@ -1,0 +1,274 @@
+"""Long-video memory benchmark: peak memory, FPS and J&F per memory strategy and video length.
+
+    python scripts/bench_memory.py --out docs/memory_bench.json --markdown docs/memory_bench.md
+    python scripts/bench_memory.py --checkpoint quickstart_out/runs/quickstart/quickstart_final.pth ...
+
+One synthetic video (dataset/synthetic.py, ``leave_and_return=True``: the objects
+leave the frame and come back) is rendered frame by frame, never held whole.
+Every (strategy, length) pair runs in a fresh subprocess so that its peak RSS
+(``resource.getrusage``) is its own; the shorter lengths are prefixes of the
+same video (same resolution, objects and motion). Only the first frame is
+annotated. Reported per run:
+
+* peak RSS of the process (MiB) and, on CUDA, ``torch.cuda.max_memory_allocated``;
+* RSS and memory size sampled along the video (to see growth, not just the peak);
+* engine FPS: frames / time spent inside ``engine.segment`` (rendering and
+  scoring excluded), over the whole video and over its last 10 %;
+* J&F (DAVIS definitions, util/davis_metrics) on every ``--eval-every``-th
+  frame, like the sparsely annotated Long-time Video set.
+
+Without ``--checkpoint`` the network is the small model with deterministic
+recipe weights: memory and speed are representative, J&F is not (an untrained
+network). A checkpoint of train.py (e.g. the quickstart's) is used as is; a
+quality head in it, or ``--quality-weights``, drives the ``quality`` strategy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STRATEGY_ORDER = ("keep-all", "fifo", "afb", "quality")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGY_ORDER, default=list(STRATEGY_ORDER))
+    parser.add_argument("--lengths", type=int, nargs="+", default=[200, 2000], help="video lengths (frames)")
+    parser.add_argument("--height", type=int, default=128)
+    parser.add_argument("--width", type=int, default=224)
+    parser.add_argument("--objects", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--clip-length", "-L", type=int, default=5)
+    parser.add_argument("--max-memory-frames", type=int, default=None, help="default: the engine flag's default")
+    parser.add_argument("--eval-every", type=int, default=10, help="score every N-th frame (default 10)")
+    parser.add_argument("--checkpoint", default=None, help="train.py / PCVOS weights (default: small recipe model)")
+    parser.add_argument("--quality-weights", default=None, help="quality-head weights for the quality strategy")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
+    parser.add_argument("--out", type=Path, default=None, help="JSON with every run")
+    parser.add_argument("--markdown", type=Path, default=None, help="Markdown table")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- one run (subprocess)
+
+
+def _rss_mib() -> float:
+    """Current resident set size (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+def _network(checkpoint: str | None, quality_weights: str | None, device):
+    from inference.cli import load_network
+    from model.network import PCVOS, PCVOSConfig
+    from util.recipe_weights import apply_recipe
+
+    if checkpoint is not None:
+        return load_network(checkpoint, device, quality_weights)
+    net = apply_recipe(PCVOS(PCVOSConfig.small())).to(device).eval()
+    if quality_weights is not None:
+        from model.checkpoint import load_quality_head
+
+        net.enable_quality_head()
+        load_quality_head(net, quality_weights)
+    return net
+
+
+def run_one(spec: dict) -> dict:
+    """Segment the first ``spec['length']`` frames with one strategy; returns the measurements."""
+    import numpy as np
+    import torch
+
+    from dataset.frames import normalise
+    from dataset.synthetic import SyntheticConfig, iter_frames
+    from inference.engine import EngineConfig, FrameInput, PCVOSEngine
+    from inference.memory_strategies import DEFAULT_MAX_FRAMES, MemoryOptions
+    from util.davis_metrics import boundary_radius, object_frame_scores
+    from util.runtime import resolve_device, synchronize
+
+    torch.set_num_threads(spec["threads"])
+    device = resolve_device(spec["device"])
+    net = _network(spec["checkpoint"], spec["quality_weights"], device)
+    options = MemoryOptions(spec["strategy"], max_frames=spec["max_memory_frames"] or DEFAULT_MAX_FRAMES)
+    stores = []
+    factory = options.factory()
+
+    def make_store():
+        stores.append(factory())
+        return stores[-1]
+
+    engine = PCVOSEngine(net, EngineConfig(clip_length=spec["clip_length"]), memory_factory=make_store)
+    length = spec["length"]
+    config = SyntheticConfig(
+        num_frames=spec["video_frames"], height=spec["height"], width=spec["width"], num_objects=spec["objects"],
+        leave_and_return=True, seed=spec["seed"],
+    )
+    gt_masks: dict[int, np.ndarray] = {}
+    render_seconds = 0.0
+
+    def inputs():
+        nonlocal render_seconds
+        frames = iter_frames(config)
+        for t in range(length):
+            tick = time.perf_counter()
+            rgb, mask = next(frames)
+            if t % spec["eval_every"] == 0 and t > 0:
+                gt_masks[t] = mask
+            label = torch.from_numpy(mask.astype(np.int64)) if t == 0 else None
+            item = FrameInput(t, normalise(rgb), label)
+            render_seconds += time.perf_counter() - tick
+            yield item
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    radius = boundary_radius(spec["height"], spec["width"])
+    scores: dict[int, list[tuple[float, float]]] = {k: [] for k in range(1, spec["objects"] + 1)}
+    samples, clock = [], []  # clock: engine seconds elapsed at each result
+    outside = 0.0
+    start = time.perf_counter()
+    for result in engine.segment(inputs(), num_objects=spec["objects"]):
+        tick = time.perf_counter()
+        clock.append(tick - start - outside - render_seconds)
+        if result.index in gt_masks:
+            pred = result.prob.argmax(0).cpu().numpy()
+            gt = gt_masks.pop(result.index)
+            for obj in scores:
+                scores[obj].append(object_frame_scores(np.ascontiguousarray(gt == obj),
+                                                       np.ascontiguousarray(pred == obj), radius))
+        if (result.index + 1) % 100 == 0 or result.index + 1 == length:
+            samples.append({"frame": result.index + 1, "rss_mib": round(_rss_mib(), 1),
+                            "memory_elements": stores[0].num_elements()})
+        outside += time.perf_counter() - tick
+    synchronize(device)
+    total = time.perf_counter() - start
+    engine_seconds = total - outside - render_seconds
+    # FPS over the last 10 % of the frames. Results come in bursts of one clip: start the window at the
+    # end of a burst so that the interval holds exactly the frames counted.
+    first = max(0, len(clock) - max(1, len(clock) // 10) - 1)
+    while first + 1 < len(clock) - 1 and clock[first + 1] - clock[first] < 1e-3:
+        first += 1
+    tail_fps = (len(clock) - 1 - first) / max(clock[-1] - clock[first], 1e-9)
+    per_object = [(np.mean([j for j, _ in s]), np.mean([f for _, f in s])) for s in scores.values() if s]
+    j_mean = float(np.mean([j for j, _ in per_object])) if per_object else None
+    f_mean = float(np.mean([f for _, f in per_object])) if per_object else None
+    return {
+        "strategy": spec["strategy"], "frames": length, "peak_rss_mib": resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "fps": len(clock) / max(engine_seconds, 1e-9), "fps_last_10pct": tail_fps,
+        "J&F": None if j_mean is None else (j_mean + f_mean) / 2, "J": j_mean, "F": f_mean,
+        "scored_frames": len(next(iter(scores.values()))), "memory": stores[0].describe(),
+        "samples": samples, "engine_seconds": engine_seconds, "render_seconds": render_seconds,
+        "wall_seconds": total,
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _num(value, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(report: dict) -> str:
+    rows = report["runs"]
+    lines = [
+        "| strategy | frames | peak RSS (MiB) | RSS at frame 100 (MiB) | peak CUDA (MiB) | memory elements at end "
+        "| memory MiB at end | FPS | FPS last 10 % | J&F | J | F |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        first = r["samples"][0]["rss_mib"] if r["samples"] else None
+        lines.append(
+            f"| {r['strategy']} | {r['frames']} | {_num(r['peak_rss_mib'], 0)} | {_num(first, 0)} | "
+            f"{_num(r['peak_cuda_mib'], 0)} | {r['memory']['elements']} | {r['memory']['bytes'] / 2**20:.1f} | "
+            f"{r['fps']:.2f} | {r['fps_last_10pct']:.2f} | {_num(r['J&F'], 3)} | {_num(r['J'], 3)} | "
+            f"{_num(r['F'], 3)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def growth_lines(report: dict) -> str:
+    """Peak RSS at the longest length vs the shortest, per strategy."""
+    lengths = sorted({r["frames"] for r in report["runs"]})
+    if len(lengths) < 2:
+        return ""
+    out = [f"\nPeak RSS {lengths[-1]} vs {lengths[0]} frames (same video prefix):\n"]
+    for strategy in STRATEGY_ORDER:
+        runs = {r["frames"]: r for r in report["runs"] if r["strategy"] == strategy}
+        if lengths[0] in runs and lengths[-1] in runs:
+            short, long_ = runs[lengths[0]], runs[lengths[-1]]
+            rss = long_["peak_rss_mib"] / short["peak_rss_mib"] - 1
+            fps = long_["fps"] / short["fps"] - 1
+            out.append(f"* {strategy}: peak RSS {rss:+.1%}, FPS {fps:+.1%}")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker is not None:
+        print("RESULT " + json.dumps(run_one(json.loads(args.worker))), flush=True)
+        return 0
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise SystemExit(f"error: --checkpoint {args.checkpoint}: file not found")
+    runs = []
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+    began = time.perf_counter()
+    for strategy in args.strategies:
+        for length in sorted(args.lengths):
+            spec = {
+                "strategy": strategy, "length": length, "video_frames": max(args.lengths), "height": args.height,
+                "width": args.width, "objects": args.objects, "seed": args.seed, "clip_length": args.clip_length,
+                "max_memory_frames": args.max_memory_frames, "eval_every": args.eval_every,
+                "checkpoint": args.checkpoint, "quality_weights": args.quality_weights, "device": args.device,
+                "threads": args.threads,
+            }
+            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
+                                  capture_output=True, text=True)
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                raise SystemExit(f"error: run {strategy} x {length} failed:\n{proc.stderr[-3000:]}")
+            run = json.loads(line[len("RESULT "):])
+            runs.append(run)
+            print(f"{strategy:>8} {length:>5} frames: peak RSS {run['peak_rss_mib']:.0f} MiB, "
+                  f"{run['fps']:.2f} FPS (last 10 %: {run['fps_last_10pct']:.2f}), J&F {_num(run['J&F'], 3)}, "
+                  f"memory {run['memory']['elements']} elements; {run['wall_seconds']:.0f} s", flush=True)
+    import torch
+
+    report = {
+        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{platform.system()} {platform.release()}, torch {torch.__version__}",
+        "device": args.device, "threads": args.threads, "resolution": [args.height, args.width],
+        "objects": args.objects, "clip_length": args.clip_length, "eval_every": args.eval_every,
+        "model": args.checkpoint or "small model, recipe weights (untrained)",
+        "quality_weights": args.quality_weights, "seconds": time.perf_counter() - began, "runs": runs,
+    }
+    table = markdown(report) + growth_lines(report)
+    print(table)
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.markdown is not None:
+        args.markdown.write_text(table)
+    print(f"{len(runs)} runs in {report['seconds'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
