@@ -56,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", default=None, help="train.py / PCVOS weights (default: small recipe model)")
     parser.add_argument("--quality-weights", default=None, help="quality-head weights for the quality strategy")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads per run (default 1: on a shared, busy machine two threads ran "
+                             "15x slower than one, spinning in OpenMP barriers)")
     parser.add_argument("--out", type=Path, default=None, help="JSON with every run")
     parser.add_argument("--markdown", type=Path, default=None, help="Markdown table")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -159,11 +161,11 @@ def run_one(spec: dict) -> dict:
     synchronize(device)
     total = time.perf_counter() - start
     engine_seconds = total - outside - render_seconds
-    # FPS over the last 10 % of the frames. Results come in bursts of one clip: start the window at the
-    # end of a burst so that the interval holds exactly the frames counted.
+    # FPS over the last 10 % of the frames. Results come in bursts of one clip: move the window's start
+    # back to the end of a burst so that the interval holds exactly the frames counted.
     first = max(0, len(clock) - max(1, len(clock) // 10) - 1)
-    while first + 1 < len(clock) - 1 and clock[first + 1] - clock[first] < 1e-3:
-        first += 1
+    while first > 0 and clock[first + 1] - clock[first] < 1e-3:
+        first -= 1
     tail_fps = (len(clock) - 1 - first) / max(clock[-1] - clock[first], 1e-9)
     per_object = [(np.mean([j for j, _ in s]), np.mean([f for _, f in s])) for s in scores.values() if s]
     j_mean = float(np.mean([j for j, _ in per_object])) if per_object else None
