@@ -241,15 +241,23 @@ class PCVOSEngine:
         )
 
     def _decode(self, refined: torch.Tensor, feats) -> torch.Tensor:
-        """refined: [O, Cv, n, h, w] -> logits [O * n, 1, Hp, Wp] (rows object-major)."""
+        """refined: [O, Cv, n, h, w] -> logits [O * n, 1, Hp, Wp] (rows object-major).
+
+        Frames are decoded in groups of ``decode_batch // O``; the decoder's
+        object-independent terms (skip convolutions, the f16_thin half of its
+        first convs) are computed once per frame and shared by the objects.
+        """
         objects, cv, n = refined.shape[:3]
-        rows = refined.transpose(1, 2).reshape(objects * n, cv, *refined.shape[-2:])
+        rows = refined.transpose(1, 2)  # [O, n, Cv, h, w]
         out = []
-        step = max(1, self.config.decode_batch)
-        for start in range(0, objects * n, step):
-            idx = torch.arange(start, min(start + step, objects * n), device=rows.device) % n
-            out.append(self.net.decode(rows[start : start + step], feats.f16_thin[idx], feats.f8[idx], feats.f4[idx]))
-        return torch.cat(out)
+        step = max(1, self.config.decode_batch // objects)
+        for start in range(0, n, step):
+            frames = slice(start, min(start + step, n))
+            context = self.net.decode_context(feats.f16_thin[frames], feats.f8[frames], feats.f4[frames])
+            chunk = rows[:, frames].reshape(-1, cv, *refined.shape[-2:])
+            logits = self.net.decode_objects(chunk, context)
+            out.append(logits.view(objects, -1, *logits.shape[1:]))
+        return torch.cat(out, dim=1).flatten(0, 1)
 
     def _read_memory(self, state: _VideoState, query_keys: torch.Tensor) -> torch.Tensor:
         """Memory readout of every enabled object for every clip frame.

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from model.decoder import Decoder
+from model.decoder import Decoder, DecoderContext
 from model.encoders import KEY_BACKBONE_CHANNELS, KeyEncoder, ValueEncoder
 from model.modules import KeyProjection
 from model.quality import QualityHead
@@ -131,6 +131,18 @@ class PCVOS(nn.Module):
     ) -> torch.Tensor:
         """readout, f16_thin: [B, Cv, h, w]; f8, f4: skips of the same frames -> logits [B, 1, H, W]."""
         return self.decoder(torch.cat([readout, f16_thin], dim=1), f8, f4)
+
+    def decode_context(self, f16_thin: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor) -> DecoderContext:
+        """Object-independent decoder terms of N frames (f16_thin [N, Cv, h, w], f8, f4 skips), for
+        :meth:`decode_objects`."""
+        return self.decoder.context(f16_thin, f8, f4)
+
+    def decode_objects(self, readout: torch.Tensor, context: DecoderContext) -> torch.Tensor:
+        """:meth:`decode` of O objects over the N frames of ``context`` without repeating per-frame work.
+
+        readout: [O * N, Cv, h, w], rows object-major -> logits [O * N, 1, H, W].
+        """
+        return self.decoder.forward_objects(readout, context)
 
     def enable_quality_head(self) -> QualityHead:
         """Add a freshly initialised quality head (e.g. before loading its weights from their own file)."""

@@ -1,4 +1,4 @@
-"""Speed paths keep the numbers: the official-like baseline, reduced precision;
+"""Speed paths keep the numbers: shared decoder terms, the official-like baseline, reduced precision;
 and scripts/benchmark.py writes its report."""
 
 from __future__ import annotations
@@ -33,6 +33,21 @@ def run(net, images, label, objects, **config):
     engine = PCVOSEngine(net, EngineConfig(**config))
     frames = (FrameInput(t, images[t], label if t == 0 else None) for t in range(images.shape[0]))
     return torch.stack([r.prob for r in engine.segment(frames, num_objects=objects)], dim=1)  # [K + 1, T, H, W]
+
+
+def test_decode_objects_equals_decode(small_net):
+    """The shared-context decoder path gives the plain decoder's logits, row by row."""
+    g = torch.Generator().manual_seed(0)
+    objects, frames = 3, 2
+    with torch.no_grad():
+        feats = small_net.encode_key(torch.randn(frames, 3, 48, 64, generator=g))
+        readout = torch.randn(objects * frames, small_net.config.value_dim, 3, 4, generator=g)
+        index = torch.arange(objects * frames) % frames
+        plain = small_net.decode(readout, feats.f16_thin[index], feats.f8[index], feats.f4[index])
+        context = small_net.decode_context(feats.f16_thin, feats.f8, feats.f4)
+        shared = small_net.decode_objects(readout, context)
+    assert shared.shape == plain.shape
+    assert (shared - plain).abs().max() <= 1e-5 * plain.abs().max()
 
 
 def test_official_like_core_matches_engine(small_net, video):

@@ -24,7 +24,7 @@ from util.palette import read_index_png, write_index_png
 from util.recipe_weights import recipe_state_dict
 
 CASES = ["g1_L5", "g2_L10_late"]
-INTERMEDIATES = ["key_encoder", "key_proj", "key_comp", "value_encoder", "input_proj", "refine_transformer", "decoder"]
+INTERMEDIATES = ["key_encoder", "key_proj", "key_comp", "value_encoder", "input_proj", "refine_transformer"]
 
 
 def write_case(golden: dict, root: Path) -> Path:
@@ -68,7 +68,18 @@ def test_probabilities_and_intermediates(case, shared, tmp_path, recipe_checkpoi
         )
         for name in INTERMEDIATES
     ]
-    engine = PCVOSEngine(network, EngineConfig(clip_length=config["clip_length"], memory_read="pmm"))
+    # The engine decodes through decode_objects (per-frame terms shared by the objects), not decoder.forward.
+    decode_objects = network.decode_objects
+
+    def recorded_decode(readout, context):
+        logits = decode_objects(readout, context)
+        calls.setdefault("decoder", []).append(((readout,), logits))
+        return logits
+
+    network.decode_objects = recorded_decode
+    # decode_batch 64: the first clip is one decoder call, rows object-major, so object 1's logits come first.
+    config_ = EngineConfig(clip_length=config["clip_length"], memory_read="pmm", decode_batch=64)
+    engine = PCVOSEngine(network, config_)
     source = video_from_folders("vid", root / "JPEGImages" / "vid", root / "Annotations" / "vid")
     prob = np.zeros_like(golden["prob"])
     seen = []
