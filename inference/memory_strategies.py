@@ -239,6 +239,10 @@ class AfbMemory(MemoryStore):
        elements, exactly the lowest-scoring non-permanent elements are
        evicted first, score = usage / frames since insertion (ties: oldest).
 
+    Non-permanent elements live in one *bank* entry per object set (usually
+    one; objects annotated later start a new one), with per-element usage and
+    insertion frame, so the entry count does not grow with the video.
+
     Usage: after each clip, every element adds log(1 + hits), hits = the
     clip's query positions whose top-k weight on it exceeds 1e-3
     (:meth:`observe_read`). Permanent (annotated) elements are never merged
@@ -278,6 +282,7 @@ class AfbMemory(MemoryStore):
         self._pending: dict[int, torch.Tensor] = {}
         self._now = 0
         self._last_commit: int | None = None
+        self._banks: dict[frozenset[int], int] = {}  # object set -> entry id of its element bank
         self.merged = 0
         self.appended = 0
         self.evicted = 0
@@ -311,6 +316,7 @@ class AfbMemory(MemoryStore):
         if self.budget is None:
             self.budget = self.frames * entry.key.shape[1]
         entry.extra["usage"] = entry.key.new_zeros(entry.key.shape[1])
+        entry.extra["born"] = torch.full_like(entry.extra["usage"], float(entry.frame))
         if entry.permanent:
             self._append(entry)
             return
@@ -324,7 +330,20 @@ class AfbMemory(MemoryStore):
         if entry.key.shape[1]:
             self._make_room(entry.key.shape[1])
             self.appended += entry.key.shape[1]
-            self._append(entry)
+            self._add_to_bank(entry)
+
+    def _add_to_bank(self, entry: MemoryEntry) -> None:
+        """Append elements to the bank of their object set (one entry per set, so the entry count stays constant)."""
+        objects = frozenset(entry.values)
+        bank_id = self._banks.get(objects)
+        if bank_id is None or bank_id not in self.entries:
+            self._banks[objects] = self._append(entry)
+            return
+        bank = self.entries[bank_id]
+        bank.key = torch.cat([bank.key, entry.key], 1)
+        bank.values = {o: torch.cat([v, entry.values[o]], 1) for o, v in bank.values.items()}
+        for name in ("usage", "born"):
+            bank.extra[name] = torch.cat([bank.extra[name], entry.extra[name]])
 
     def _merge(
         self, targets: list[int], index: torch.Tensor, entry: MemoryEntry, merge: torch.Tensor, rate: float
@@ -354,13 +373,9 @@ class AfbMemory(MemoryStore):
         candidates = [i for i, e in self.entries.items() if not e.permanent]
         if excess <= 0 or not candidates:
             return
-        scores, born = [], []
-        for entry_id in candidates:
-            entry = self.entries[entry_id]
-            age = max(1, self._now - entry.frame)
-            scores.append(entry.extra["usage"] / age)
-            born.append(torch.full_like(entry.extra["usage"], float(entry.frame)))
-        scores, born = torch.cat(scores), torch.cat(born)
+        born = torch.cat([self.entries[i].extra["born"] for i in candidates])
+        usage = torch.cat([self.entries[i].extra["usage"] for i in candidates])
+        scores = usage / (self._now - born).clamp_min(1)
         order = torch.argsort(born, stable=True)  # ties go to the oldest
         order = order[torch.argsort(scores[order], stable=True)]
         drop = torch.zeros_like(scores, dtype=torch.bool)
@@ -380,10 +395,11 @@ class AfbMemory(MemoryStore):
 
 
 def _select_columns(entry: MemoryEntry, keep: torch.Tensor) -> MemoryEntry:
-    """The entry restricted to the element columns where ``keep`` is True (usage included)."""
+    """The entry restricted to the element columns where ``keep`` is True (per-element statistics included)."""
     extra = dict(entry.extra)
-    if "usage" in extra:
-        extra["usage"] = extra["usage"][keep]
+    for name in ("usage", "born"):
+        if name in extra:
+            extra[name] = extra[name][keep]
     return MemoryEntry(
         entry.frame, entry.key[:, keep], {o: v[:, keep] for o, v in entry.values.items()},
         entry.permanent, entry.quality, extra,

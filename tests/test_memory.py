@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,11 @@ def frames(store: MemoryStore) -> list[int]:
     return [e.frame for e in store.entries.values()]
 
 
+def bank_elements(store: AfbMemory) -> list[float]:
+    """First key channel of every non-permanent element, sorted (the tests use it as the element's name)."""
+    return sorted(float(v) for e in store.entries.values() if not e.permanent for v in e.key[0])
+
+
 # --------------------------------------------------------------------------- fifo
 
 
@@ -84,15 +90,15 @@ def test_afb_merges_close_elements_exactly():
     # (10, 0) -> appended (permanent elements are never merge targets; 36 / sqrt 2 from (4, 0)); far -> appended.
     new_key = torch.tensor([[0.2, -0.2, 10.0, -9.0], [2.1, 2.1, 0.0, -9.0]])
     offer(store, 10, new_key, values={1: torch.tensor([[5.0, 7.0, 8.0, 9.0]])})  # 1 frame later: rate 0.25
-    entry = store.entries[1]
+    bank = store.entries[1]  # all non-permanent elements of object set {1}
+    assert len(store.entries) == 2 and bank.extra["born"].tolist() == [9, 9, 10, 10]
     expected = 0.75 * torch.tensor([0.0, 2.0]) + 0.25 * torch.tensor([0.0, 2.1])
-    torch.testing.assert_close(entry.key[:, 0], expected)
-    torch.testing.assert_close(entry.values[1][0, 0], torch.tensor(0.75 * 1.0 + 0.25 * 6.0))
-    assert torch.equal(entry.key[:, 1], torch.tensor([4.0, 0.0]))  # untouched
+    torch.testing.assert_close(bank.key[:, 0], expected)
+    torch.testing.assert_close(bank.values[1][0, 0], torch.tensor(0.75 * 1.0 + 0.25 * 6.0))
+    assert torch.equal(bank.key[:, 1], torch.tensor([4.0, 0.0]))  # untouched
     assert torch.equal(store.entries[0].key, torch.tensor([[10.0], [0.0]]))  # permanent: unchanged
-    appended = store.entries[2]
-    assert torch.equal(appended.key, torch.tensor([[10.0, -9.0], [0.0, -9.0]]))
-    assert torch.equal(appended.values[1], torch.tensor([[8.0, 9.0]]))
+    assert torch.equal(bank.key[:, 2:], torch.tensor([[10.0, -9.0], [0.0, -9.0]]))  # appended
+    assert torch.equal(bank.values[1][:, 2:], torch.tensor([[8.0, 9.0]]))
     assert (store.merged, store.appended, store.num_elements()) == (2, 4, 5)
     # two frames later the rate compounds: 1 - 0.75^2
     offer(store, 12, [[4.0], [0.5]], values={1: torch.tensor([[7.0]])})
@@ -115,9 +121,9 @@ def test_afb_evicts_lowest_usage_per_age_exactly():
     # usage after folding: frame-10 entry [log 3, 0]; frame-20 entry [log 2, log 3]; ages at frame 40: 30, 20
     offer(store, 40, [[40.0, 41.0]])
     assert store.evicted == 2
-    kept = {float(v) for e in store.entries.values() for v in e.key[0]}
     # scores: 10 -> log3/30 = .037, 11 -> 0, 20 -> log2/20 = .035, 21 -> log3/20 = .055: drop 11 and 20
-    assert kept == {0.0, 1.0, 10.0, 21.0, 40.0, 41.0}
+    assert bank_elements(store) == [10.0, 21.0, 40.0, 41.0]
+    assert store.entries[0].key.tolist() == [[0.0, 1.0]]
     usage = {float(k): float(u) for e in store.entries.values() if not e.permanent
              for k, u in zip(e.key[0], e.extra["usage"])}
     assert usage[10.0] == pytest.approx(math.log(3)) and usage[21.0] == pytest.approx(math.log(3))
@@ -130,9 +136,22 @@ def test_afb_never_evicts_permanent_and_ties_go_to_the_oldest():
     offer(store, 5, [[5.0]])
     offer(store, 10, [[10.0]])
     offer(store, 15, [[15.0]])  # frames 5 and 10 both unused (score 0): the older one leaves
-    assert frames(store) == [0, 10, 15] and store.num_elements() == 4
+    assert bank_elements(store) == [10.0, 15.0] and store.num_elements() == 4
     offer(store, 20, [[20.0, 21.0, 22.0]])  # more than the room: every non-permanent goes, permanent stays
-    assert frames(store) == [0, 20] and store.num_elements() == 5
+    assert bank_elements(store) == [20.0, 21.0, 22.0] and store.num_elements() == 5
+    assert store.entries[0].key.tolist() == [[0.0, 1.0]] and len(store.entries) == 2
+
+
+def test_afb_objects_annotated_later_get_their_own_bank():
+    store = AfbMemory(budget=100, merge_threshold=0.5)
+    offer(store, 0, [[0.0]], permanent=True)
+    offer(store, 5, [[5.0]])
+    two = {1: torch.tensor([[1.0]]), 2: torch.tensor([[2.0]])}
+    store.add(10, torch.tensor([[7.0]])[:, :, None], {o: v[:, :, None] for o, v in two.items()}, permanent=True)
+    store.add(15, torch.tensor([[5.0]])[:, :, None], {o: v[:, :, None] for o, v in two.items()})
+    # identical to the {1} bank's element, but that bank has no value for object 2: appended, not merged
+    assert store.merged == 0 and [sorted(e.values) for e in store.entries.values()] == [[1], [1], [1, 2], [1, 2]]
+    assert [len(g.entry_ids) for g in store.groups([1, 2])] == [4, 2]
 
 
 # --------------------------------------------------------------------------- quality
@@ -186,8 +205,9 @@ def small_net():
     return apply_recipe(PCVOS(PCVOSConfig.small())).eval()
 
 
-def stream(net, options: MemoryOptions, frames_: int, clip_length: int = 2, seed: int = 4):
-    """Run the engine; returns (results, sizes of the store after each result, the store)."""
+def stream(net, options: MemoryOptions, frames_: int, clip_length: int = 2, seed: int = 4, keep: bool = True):
+    """Run the engine; returns (results or weak references to their probabilities, store sizes after each
+    result, the store)."""
     images, maps = make_video(frames_, 48, 64, {0: [1, 2]}, seed=seed)
     stores = []
     factory = options.factory()
@@ -199,15 +219,19 @@ def stream(net, options: MemoryOptions, frames_: int, clip_length: int = 2, seed
     engine = PCVOSEngine(net, EngineConfig(clip_length=clip_length), memory_factory=make)
     results, sizes = [], []
     for result in engine.segment((FrameInput(t, images[t], maps.get(t)) for t in range(frames_)), num_objects=2):
-        results.append(result)
+        results.append(result if keep else weakref.ref(result.prob))
         sizes.append(stores[0].num_elements())
+        del result
     return results, sizes, stores[0]
 
 
 def test_store_stays_bounded_through_the_engine(small_net):
     per_frame = 3 * 4  # 48 x 64 frames -> 3 x 4 memory elements
     for strategy in ("fifo", "afb", "quality"):
-        _, sizes, store = stream(small_net, MemoryOptions(strategy, max_frames=3), 30)
+        # afb: threshold 0 merges exact duplicates only (the recipe's small keys would all merge otherwise)
+        refs, sizes, store = stream(small_net, MemoryOptions(strategy, max_frames=3, merge_threshold=0.0), 30,
+                                    keep=False)
+        assert sum(ref() is not None for ref in refs) == 0  # the engine keeps no output once it is consumed
         bound = per_frame * (1 + 3 + (strategy == "quality"))  # annotated + 3 (+ quality's one temporary)
         assert max(sizes) <= bound, (strategy, max(sizes))
         assert len(store.entries) >= 1 and store.entries[0].permanent and store.entries[0].frame == 0
