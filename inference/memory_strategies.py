@@ -112,8 +112,11 @@ class QualityMemory(MemoryStore):
     * Quality q of a frame: mean over objects of the quality head's predicted
       IoU (``source='head'``) or of :func:`confidence_quality`
       (``'confidence'``); ``'auto'`` uses the head when the network has one.
-    * Normalised quality s = q / q_ref, q_ref = quality of the first annotated
-      frame (QDMN DAVIS).
+    * Normalised quality s = q / q_ref. With the head, q_ref = the head's score
+      of the first annotated frame (QDMN DAVIS). With the confidence proxy an
+      annotation scores 1 by construction, so q_ref = the first propagated
+      candidate's quality (QDMN's YouTube-VOS rule): frames are judged against
+      how confident this model is on this video.
     * Admission: s >= ``threshold``. A rejected frame becomes a *temporary*
       entry that only the next clip reads (QDMN's temporary memory), then it
       is dropped.
@@ -139,6 +142,7 @@ class QualityMemory(MemoryStore):
         self.threshold = threshold
         self.source = source
         self.reference: float | None = None
+        self.resolved_source: str | None = None  # set by assess(): 'head' or 'confidence'
         self._ordinal = 0
         self._temporary: int | None = None
         self.accepted = 0
@@ -157,7 +161,8 @@ class QualityMemory(MemoryStore):
         return self.source
 
     def assess(self, network, values: torch.Tensor, masks: torch.Tensor) -> float:
-        if self.resolve_source(network) == "head":
+        self.resolved_source = self.resolve_source(network)
+        if self.resolved_source == "head":
             return float(network.assess_quality(values.float()).float().mean())
         return float(confidence_quality(masks).mean())
 
@@ -167,10 +172,12 @@ class QualityMemory(MemoryStore):
             self._temporary = None
         quality = 1.0 if entry.quality is None else float(entry.quality)
         if entry.permanent:
-            if self.reference is None and quality > 0:
+            if self.reference is None and quality > 0 and self.resolved_source != "confidence":
                 self.reference = quality
             self._append(entry)
             return
+        if self.reference is None and quality > 0:  # confidence proxy: the first propagated candidate
+            self.reference = quality
         score = quality / (self.reference or 1.0)
         entry.extra["score"] = score
         if score < self.threshold:

@@ -188,6 +188,19 @@ def test_quality_rejects_low_frames_and_evicts_argmin_not_the_annotation():
     assert store.replacement_score(5, 7) == pytest.approx(1.0 + math.exp(-3))
 
 
+def test_confidence_reference_is_the_first_propagated_frame():
+    store = QualityMemory(max_frames=3, threshold=0.8, source="confidence")
+    label = torch.zeros(1, 1, 32, 32)
+    label[..., :8, :8] = 1
+    q = store.assess(PCVOS(PCVOSConfig.small()), torch.zeros(1, 128, 2, 2), label)
+    offer(store, 0, [[0.0]], permanent=True, quality=q)  # an annotation: 1.0, not a reference
+    assert q == 1.0 and store.reference is None
+    offer(store, 5, [[5.0]], quality=0.5)  # the reference, admitted
+    offer(store, 10, [[10.0]], quality=0.35)  # 0.7: temporary
+    offer(store, 15, [[15.0]], quality=0.45)  # 0.9: admitted
+    assert store.reference == 0.5 and frames(store) == [0, 5, 15] and (store.accepted, store.rejected) == (2, 1)
+
+
 def test_quality_source_needs_a_head_when_asked():
     net = PCVOS(PCVOSConfig.small())
     store = QualityMemory(source="head")
