@@ -7,10 +7,14 @@ which has likewise seen the mask; PCVOS's fused value is the closest
 counterpart and is computed anyway for every frame that may enter memory,
 so scoring costs only this head.
 
-Layout (QDMN ``Score``): the feature is resized to 24 x 24 (QDMN's inference
-size; natively 24 x 24 for 384-pixel training crops), then four 3x3
-convolutions with ReLU (the last with stride 2 -> 12 x 12), flatten, FC,
-ReLU, FC -> one scalar. Unlike QDMN the output goes through a **sigmoid**:
+Layout (QDMN ``Score``): the feature is standardised per sample (mean 0,
+std 1 over channels and positions, no parameters; PCVOS values are not
+normalised and their scale depends on the weights: ~1e4 in the quickstart
+model, which saturated an unnormalised head's sigmoid at 1 for every input),
+resized to 24 x 24 (QDMN's inference size; natively 24 x 24 for 384-pixel
+training crops), then four 3x3 convolutions with ReLU (the last with stride
+2 -> 12 x 12), flatten, FC, ReLU, FC -> one scalar. Unlike QDMN the output
+goes through a **sigmoid**:
 QDMN's ReLU on the last FC can die (all-negative pre-activation gives a zero
 score and zero gradient; their README's own workaround is a sigmoid), and an
 IoU lives in [0, 1] anyway.
@@ -58,7 +62,7 @@ class QualityHead(nn.Module):
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         """values: [B, Cv, h, w] memory values -> [B] predicted IoU in (0, 1)."""
-        x = values
+        x = F.group_norm(values.float(), 1)
         if tuple(x.shape[-2:]) != (QUALITY_GRID, QUALITY_GRID):
             x = F.interpolate(x, size=(QUALITY_GRID, QUALITY_GRID), mode="bilinear", align_corners=False)
         x = self.convs(x).flatten(1)
