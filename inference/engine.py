@@ -17,7 +17,7 @@ from inference.memory_store import MemoryGroup, MemoryStore
 from inference.padding import compute_pad, pad, unpad
 from inference.schedule import Clip, ClipScheduler, LabelStep
 from model.aggregate import EPS, aggregate
-from model.memory import gather_readout, l2_affinity, topk_weights
+from model.memory import bag_readout, topk_affinity
 from model.network import PCVOS
 from util.runtime import autocast
 
@@ -271,7 +271,8 @@ class PCVOSEngine:
             query_keys: [n, Ck, h, w].
 
         Returns:
-            [O, Cv, n, h, w] in ``state.enabled`` order.
+            [O, Cv, n, h, w] in ``state.enabled`` order, stored channels-last ([O, n, h, w, Cv] in memory,
+            the layout the refinement works in).
         """
         cfg = self.config
         n, ck, h, w = query_keys.shape
@@ -279,46 +280,45 @@ class PCVOSEngine:
         segment = n if cfg.memory_read == "parallel" else cfg.pmm_every
         per_object: dict[int, torch.Tensor] = {}
         for group in state.store.groups(state.enabled):
-            keys, key_sq, values = group.keys, group.key_sq, group.values
+            keys, key_sq = group.keys, group.key_sq
+            rows = group.values.transpose(1, 2).contiguous()  # [O_g, N, Cv]: one memory element per row
             parts = []
             for start in range(0, n, segment):
                 stop = min(start + segment, n)
                 queries = q[start:stop].transpose(0, 1).reshape(ck, -1)  # [Ck, s * HW]
-                read = self._match(keys, key_sq, values, queries, group, state.store)
-                read = read.view(values.shape[0], values.shape[1], stop - start, h * w)
+                read = self._match(keys, key_sq, rows, queries, group, state.store)  # [O_g, s * HW, Cv]
                 parts.append(read)
                 if stop < n:  # PMM: the segment's last frame joins the temporary memory
                     keys = torch.cat([keys, q[stop - 1]], dim=1)
                     key_sq = torch.cat([key_sq, q[stop - 1].pow(2).sum(0)])
-                    values = torch.cat([values, read[:, :, -1]], dim=2)
-            stacked = torch.cat(parts, dim=2)  # [O_g, Cv, n, HW]
+                    rows = torch.cat([rows, read[:, -h * w :]], dim=1)
+            stacked = torch.cat(parts, dim=1)  # [O_g, n * HW, Cv]
             for i, obj in enumerate(group.objects):
                 per_object[obj] = stacked[i]
         out = torch.stack([per_object[obj] for obj in state.enabled])
-        return out.view(len(state.enabled), -1, n, h, w)
+        return out.view(len(state.enabled), n, h, w, -1).permute(0, 4, 1, 2, 3)
 
     def _match(
         self,
         keys: torch.Tensor,
         key_sq: torch.Tensor,
-        values: torch.Tensor,
+        rows: torch.Tensor,
         queries: torch.Tensor,
         group: MemoryGroup,
         store: MemoryStore,
     ) -> torch.Tensor:
-        """Top-k readout of ``queries`` [Ck, M] from memory [Ck, N] / [O, Cv, N] -> [O, Cv, M], in chunks.
+        """Top-k readout of ``queries`` [Ck, M] from keys [Ck, N] and value rows [O, N, Cv] -> [O, M, Cv].
 
-        The store sees the top-k weights and indices of every chunk (indices past
-        the group's permanent memory belong to PMM's temporary entries).
+        Queries are matched in chunks so that no affinity exceeds ``affinity_budget``
+        elements. The store sees the top-k weights and indices [k, M] of every chunk
+        (indices past the group's permanent memory belong to PMM's temporary entries).
         """
         cfg = self.config
-        n_mem = keys.shape[1]
-        per_column = max(n_mem, values.shape[0] * values.shape[1] * min(cfg.top_k, n_mem))
+        per_column = max(keys.shape[1], rows.shape[0] * rows.shape[2])
         chunk = max(1, cfg.affinity_budget // per_column)
         out = []
         for start in range(0, queries.shape[1], chunk):
-            affinity = l2_affinity(keys, queries[:, start : start + chunk], key_sq)
-            weights, indices = topk_weights(affinity, cfg.top_k)
-            store.observe_read(group, weights, indices)
-            out.append(gather_readout(values, weights, indices))
-        return torch.cat(out, dim=2)
+            weights, indices = topk_affinity(keys, queries[:, start : start + chunk], cfg.top_k, key_sq)
+            store.observe_read(group, weights.t(), indices.t())
+            out.append(bag_readout(rows, weights, indices))
+        return torch.cat(out, dim=1)

@@ -11,6 +11,7 @@ import torch
 
 from inference.engine import EngineConfig, FrameInput, PCVOSEngine
 from inference.official_like import OfficialLikeCore
+from model.memory import bag_readout, gather_readout, l2_affinity, topk_affinity, topk_weights
 from model.network import PCVOS, PCVOSConfig
 from scripts import benchmark
 from util.recipe_weights import apply_recipe
@@ -101,3 +102,19 @@ def test_benchmark_script_writes_reports(tmp_path):
     benchmark.write_reports(out, "cpu-32x48-K2-T3", run_)  # a re-run replaces its block instead of appending
     text = (tmp_path / "bench.md").read_text()
     assert text.count("### cpu-32x48-K2-T3") == 1 and "99 frames" in text and "prose that must survive" in text
+
+
+def test_bag_readout_equals_gather_readout():
+    """Query-major affinity + embedding-bag readout = the [N, M] affinity + gather readout."""
+    g = torch.Generator().manual_seed(0)
+    keys, queries = torch.randn(16, 300, generator=g), torch.randn(16, 70, generator=g)
+    values = torch.randn(3, 24, 300, generator=g)  # [O, Cv, N]
+    weights, indices = topk_weights(l2_affinity(keys, queries), 20)
+    expected = gather_readout(values, weights, indices)  # [O, Cv, M]
+    weights_q, indices_q = topk_affinity(keys, queries, 20, keys.pow(2).sum(0))
+    assert torch.equal(indices_q, indices.t())
+    assert (weights_q - weights.t()).abs().max() <= 1e-6
+    read = bag_readout(values.transpose(1, 2).contiguous(), weights_q, indices_q)  # [O, M, Cv]
+    assert (read.transpose(1, 2) - expected).abs().max() <= 1e-5
+    few = topk_affinity(keys[:, :7], queries, 20)  # fewer memory elements than k
+    assert few[0].shape == (70, 7) and torch.allclose(few[0].sum(1), torch.ones(70))
