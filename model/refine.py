@@ -97,6 +97,9 @@ class ClipAttention(nn.Module):
         self.qk = nn.Linear(key_dim, key_dim)
         self.v = nn.Linear(value_dim, value_dim)
         self.proj = nn.Linear(value_dim, value_dim)
+        # True: one fused scaled_dot_product_attention call, all objects' values side by side
+        # (same numbers; slower than the explicit softmax on CPU, see docs/benchmarks.md).
+        self.fused = False
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def position_bias(self, n: int) -> torch.Tensor:
@@ -141,6 +144,36 @@ class ClipAttention(nn.Module):
         v = self.v(values).view(key_batch, objects, nw, n, heads, -1).permute(0, 1, 2, 4, 3, 5)
         out = weights.view(key_batch, 1, nw, heads, n, n) @ v  # [Bk, O, nW, h, N, dv]
         return self.proj(out.permute(0, 1, 2, 4, 3, 5).reshape(rows, n, -1))
+
+
+    def fused_forward(
+        self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None, key_batch: int
+    ) -> torch.Tensor:
+        """:meth:`attention` then :meth:`forward` as one ``scaled_dot_product_attention`` call.
+
+        The objects of a key row share the attention weights, so their projected
+        values are laid side by side along the channel axis of one value tensor.
+
+        Args:
+            keys: [Bk * nW, N, Ck]; values: [Bk * O * nW, N, Cv] rows ordered (bk, o, window).
+            mask: [nW, N, N] shift mask or None.
+
+        Returns:
+            [Bk * O * nW, N, Cv]
+        """
+        bw, n, _ = keys.shape
+        rows, heads = values.shape[0], self.num_heads
+        nw, objects = bw // key_batch, rows // bw
+        q = self.qk(keys).view(bw, n, heads, -1).transpose(1, 2)  # [Bw, h, N, dk]
+        v = self.v(values).view(key_batch, objects, nw, n, heads, -1)
+        dv = v.shape[-1]
+        v = v.permute(0, 2, 4, 3, 1, 5).reshape(bw, heads, n, objects * dv)  # [Bw, h, N, O * dv]
+        bias = self.position_bias(n).unsqueeze(0)  # [1, h, N, N]
+        if mask is not None:
+            bias = (bias + mask[:, None]).repeat(key_batch, 1, 1, 1)  # [Bw, h, N, N]
+        out = F.scaled_dot_product_attention(q, q, v.to(q.dtype), attn_mask=bias.to(q.dtype), scale=self.scale)
+        out = out.view(key_batch, nw, heads, n, objects, dv).permute(0, 4, 1, 3, 2, 5)
+        return self.proj(out.reshape(rows, n, heads * dv))
 
 
 class Mlp(nn.Module):
@@ -191,8 +224,11 @@ class RefineBlock(nn.Module):
         if shifted:
             k = torch.roll(k, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
             v = torch.roll(v, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-        weights = self.attn.attention(window_partition(k, window), mask if shifted else None)
-        out = self.attn(weights, window_partition(v, window), keys.shape[0])
+        k, v, mask = window_partition(k, window), window_partition(v, window), mask if shifted else None
+        if self.attn.fused:
+            out = self.attn.fused_forward(k, v, mask, keys.shape[0])
+        else:
+            out = self.attn(self.attn.attention(k, mask), v, keys.shape[0])
         out = window_reverse(out, window, b, padded)
         if shifted:
             out = torch.roll(out, shifts=shift, dims=(1, 2, 3))

@@ -104,6 +104,21 @@ def test_benchmark_script_writes_reports(tmp_path):
     assert text.count("### cpu-32x48-K2-T3") == 1 and "99 frames" in text and "prose that must survive" in text
 
 
+@pytest.mark.parametrize("size", [(2, 9, 12), (3, 5, 8)])  # shifted windows with padding; windows shrunk to the grid
+def test_fused_refinement_attention_equals_explicit(size):
+    torch.manual_seed(0)
+    refiner = apply_recipe(PCVOS(PCVOSConfig.small())).eval().refine_transformer
+    keys = torch.randn(1, 64, *size)
+    values = torch.randn(3, 128, *size)  # three objects share the key row
+    with torch.no_grad():
+        explicit = refiner(keys, values)
+        for module in refiner.modules():
+            if hasattr(module, "fused"):
+                module.fused = True
+        fused = refiner(keys, values)
+    assert (fused - explicit).abs().max() <= 1e-5
+
+
 def test_bag_readout_equals_gather_readout():
     """Query-major affinity + embedding-bag readout = the [N, M] affinity + gather readout."""
     g = torch.Generator().manual_seed(0)
