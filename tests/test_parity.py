@@ -100,7 +100,10 @@ def test_probabilities_and_intermediates(case, shared, tmp_path, recipe_checkpoi
         ref = golden[key]
         ours = ours.detach().numpy()[: ref.shape[0]]
         assert ours.shape == ref.shape, key
-        assert np.abs(ours - ref).max() <= 1e-4, (key, np.abs(ours - ref).max())
+        # float32 reassociation grows with depth and magnitude (channels-last convolutions sum in another
+        # order): 1e-4 absolute plus 5e-6 of the tensor's range (the value encoder reaches ~50).
+        tolerance = 1e-4 + 5e-6 * np.abs(ref).max()
+        assert np.abs(ours - ref).max() <= tolerance, (key, np.abs(ours - ref).max(), tolerance)
 
     check("inter__key_encoder__call0__out0", calls["key_encoder"][0][1][0])
     check("inter__key_proj__call0__out0", calls["key_proj"][0][1])
