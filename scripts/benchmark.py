@@ -169,29 +169,35 @@ class Timing:
     """Timed runs of one variant."""
 
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)  # user + system time of this process's threads
     peak_rss: int = 0
     rss_rise: int = 0
     cuda_peak: int | None = None
 
-    def record(self, seconds: float, meter: PeakRSS, device: torch.device) -> None:
+    def record(self, seconds: float, cpu_seconds: float, meter: PeakRSS, device: torch.device) -> None:
         self.seconds.append(seconds)
+        self.cpu_seconds.append(cpu_seconds)
         self.peak_rss = max(self.peak_rss, meter.peak)
         self.rss_rise = max(self.rss_rise, meter.peak - meter.start)
         if device.type == "cuda":
             self.cuda_peak = max(self.cuda_peak or 0, torch.cuda.max_memory_allocated(device))
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object, PeakRSS]:
-    """Run ``fn`` once: (seconds, its result, the RSS meter), synchronised, CUDA peak stats reset."""
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float, PeakRSS]:
+    """Run ``fn`` once: (wall seconds, CPU seconds of this process, the RSS meter), synchronised.
+
+    CPU time (all threads of this process, not DataLoader worker processes) barely
+    moves when other processes load the machine, so its ratios are the steadier ones.
+    """
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     synchronize(device)
     with PeakRSS() as meter:
-        start = time.perf_counter()
-        out = fn()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        fn()
         synchronize(device)
-        seconds = time.perf_counter() - start
-    return seconds, out, meter
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    return seconds, cpu_seconds, meter
 
 
 def run_engine(engine: PCVOSEngine, images: torch.Tensor, label: torch.Tensor, objects: int, keep: bool = False):
@@ -280,29 +286,37 @@ def engine_benchmark(args: argparse.Namespace, device: torch.device, log: Callab
         timings = {name: Timing() for name in variants}
         for repeat in range(args.repeats):
             for name, fn in variants.items():
-                seconds, _, meter = timed(lambda fn=fn: fn(False), device)
-                timings[name].record(seconds, meter, device)
+                seconds, cpu_seconds, meter = timed(lambda fn=fn: fn(False), device)
+                timings[name].record(seconds, cpu_seconds, meter, device)
                 log(f"L={clip_length} {name}: run {repeat + 1}/{args.repeats} {args.frames / seconds:.3f} FPS")
-        base_fps = None
-        if base_net is not None:
-            base_fps = args.frames / statistics.median(timings[f"{BASELINE} fp32"].seconds)
-        for name, timing in timings.items():
-            median = statistics.median(timing.seconds)
-            row = {
-                "clip_length": clip_length,
-                "variant": name.split(" ")[0],
-                "precision": name.split(" ")[1],
-                "fps": args.frames / median,
-                "seconds": timing.seconds,
-                "median_seconds": median,
-                "peak_rss_mb": timing.peak_rss / 2**20,
-                "rss_rise_mb": timing.rss_rise / 2**20,
-                "cuda_max_allocated_mb": None if timing.cuda_peak is None else timing.cuda_peak / 2**20,
-                **checks.get(name, {}),
-            }
-            if base_fps is not None:
-                row["speedup_vs_official_like"] = row["fps"] / base_fps
-            rows.append(row)
+        rows += summarise(timings, clip_length, args.frames, checks)
+    return rows
+
+
+def summarise(timings: dict[str, Timing], clip_length: int, frames: int, checks: dict | None = None) -> list[dict]:
+    """One row per variant: medians, FPS, memory, and ratios to the official-like variant (wall and CPU time)."""
+    base = timings.get(f"{BASELINE} fp32")
+    rows = []
+    for name, timing in timings.items():
+        median, cpu_median = statistics.median(timing.seconds), statistics.median(timing.cpu_seconds)
+        row = {
+            "clip_length": clip_length,
+            "variant": name.split(" ")[0],
+            "precision": name.split(" ")[1],
+            "fps": frames / median,
+            "seconds": timing.seconds,
+            "median_seconds": median,
+            "cpu_seconds": timing.cpu_seconds,
+            "median_cpu_seconds": cpu_median,
+            "peak_rss_mb": timing.peak_rss / 2**20,
+            "rss_rise_mb": timing.rss_rise / 2**20,
+            "cuda_max_allocated_mb": None if timing.cuda_peak is None else timing.cuda_peak / 2**20,
+            **(checks or {}).get(name, {}),
+        }
+        if base is not None:
+            row["speedup_vs_official_like"] = statistics.median(base.seconds) / median
+            row["cpu_time_speedup_vs_official_like"] = statistics.median(base.cpu_seconds) / cpu_median
+        rows.append(row)
     return rows
 
 
@@ -385,23 +399,11 @@ def end_to_end_benchmark(args: argparse.Namespace, device: torch.device, log: Ca
             for repeat in range(args.repeats):
                 for i, (name, fn) in enumerate(variants.items()):
                     out = Path(tmp) / f"out-{clip_length}-{i}-{repeat}"
-                    seconds, _, meter = timed(lambda fn=fn, out=out: fn(out), device)
-                    timings[name].record(seconds, meter, device)
+                    seconds, cpu_seconds, meter = timed(lambda fn=fn, out=out: fn(out), device)
+                    timings[name].record(seconds, cpu_seconds, meter, device)
                     log(f"end to end L={clip_length} {name}: run {repeat + 1}/{args.repeats} "
                         f"{total / seconds:.3f} FPS")
-            base_fps = total / statistics.median(timings[f"{BASELINE} fp32"].seconds)
-            for name, timing in timings.items():
-                median = statistics.median(timing.seconds)
-                rows.append({
-                    "clip_length": clip_length,
-                    "variant": name.split(" ")[0],
-                    "precision": name.split(" ")[1],
-                    "fps": total / median,
-                    "seconds": timing.seconds,
-                    "median_seconds": median,
-                    "peak_rss_mb": timing.peak_rss / 2**20,
-                    "speedup_vs_official_like": total / median / base_fps,
-                })
+            rows += summarise(timings, clip_length, total)
     return rows
 
 
@@ -422,6 +424,14 @@ def machine_description(device: torch.device) -> str:
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
+def _load_average() -> list[float] | None:
+    """1/5/15-minute load averages (other processes competing for the CPU), where the OS has them."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def run_key(args: argparse.Namespace, device: torch.device) -> str:
     key = f"{device.type}-{args.size[0]}x{args.size[1]}-K{args.objects}-T{args.frames}"
     return f"{key}-{args.tag}" if args.tag else key
@@ -434,19 +444,22 @@ def markdown_block(key: str, result: dict) -> str:
         "",
         f"{result['date']}, {result['machine']}, torch {result['torch']}; {result['size']}, "
         f"{result['objects']} objects, {result['frames']} frames, {result['repeats']} interleaved repeats "
-        f"(median), model `{result['model']}`, memory read {result['memory_read']}.",
+        f"(median), model `{result['model']}`, memory read {result['memory_read']}; load average "
+        f"{result.get('load_average_before')} before, {result.get('load_average_after')} after.",
         "",
-        "| L | variant | precision | engine FPS | vs official-like | peak RSS (MB) | RSS rise (MB) "
-        "| CUDA max alloc (MB) | mask agreement vs ours fp32 | max prob diff vs ours fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| L | variant | precision | engine FPS | vs official-like | CPU s / frame | vs official-like (CPU time) "
+        "| peak RSS (MB) | CUDA max alloc (MB) | mask agreement vs ours fp32 | max prob diff vs ours fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    frames = result["frames"]
     for r in result["engine"]:
         cuda = "-" if r["cuda_max_allocated_mb"] is None else f"{r['cuda_max_allocated_mb']:.0f}"
-        ratio = f"{r['speedup_vs_official_like']:.2f}x" if "speedup_vs_official_like" in r else "-"
         agree = f"{100 * r['mask_agreement_vs_ours_fp32']:.3f} %" if "mask_agreement_vs_ours_fp32" in r else "-"
         diff = f"{r['max_prob_diff_vs_ours_fp32']:.1e}" if "max_prob_diff_vs_ours_fp32" in r else "-"
-        lines.append(f"| {r['clip_length']} | {r['variant']} | {r['precision']} | {r['fps']:.3f} | {ratio} "
-                     f"| {r['peak_rss_mb']:.0f} | {r['rss_rise_mb']:.0f} | {cuda} | {agree} | {diff} |")
+        lines.append(f"| {r['clip_length']} | {r['variant']} | {r['precision']} | {r['fps']:.3f} "
+                     f"| {_ratio(r, 'speedup_vs_official_like')} | {r['median_cpu_seconds'] / frames:.2f} "
+                     f"| {_ratio(r, 'cpu_time_speedup_vs_official_like')} | {r['peak_rss_mb']:.0f} | {cuda} "
+                     f"| {agree} | {diff} |")
     if result.get("end_to_end"):
         lines += [
             "",
@@ -457,8 +470,12 @@ def markdown_block(key: str, result: dict) -> str:
         ]
         for r in result["end_to_end"]:
             lines.append(f"| {r['clip_length']} | {r['variant']} | {r['precision']} | {r['fps']:.3f} "
-                         f"| {r['speedup_vs_official_like']:.2f}x | {r['peak_rss_mb']:.0f} |")
+                         f"| {_ratio(r, 'speedup_vs_official_like')} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
+
+
+def _ratio(row: dict, key: str) -> str:
+    return f"{row[key]:.2f}x" if key in row else "-"
 
 
 def write_reports(prefix: Path, key: str, result: dict) -> tuple[Path, Path]:
@@ -563,10 +580,12 @@ def main(argv: list[str] | None = None) -> int:
         "memory_read": args.memory_read,
         "engine_flags": _optional_engine_flags(args),
         "baseline": f"{BASELINE}: inference/official_like.py, our re-enactment of the released core's structure",
+        "load_average_before": _load_average(),
     }
     result["engine"] = engine_benchmark(args, device, log)
     if args.end_to_end:
         result["end_to_end"] = end_to_end_benchmark(args, device, log)
+    result["load_average_after"] = _load_average()
     key = run_key(args, device)
     json_path, md_path = write_reports(args.out, key, result)
     print(markdown_block(key, result))

@@ -93,6 +93,7 @@ def test_benchmark_script_writes_reports(tmp_path):
     for row in run_["engine"]:
         assert row["fps"] > 0 and row["peak_rss_mb"] > 0 and row["speedup_vs_official_like"] > 0
         assert len(row["seconds"]) == 1 and row["cuda_max_allocated_mb"] is None
+        assert row["median_cpu_seconds"] > 0 and row["cpu_time_speedup_vs_official_like"] > 0
     baseline = next(r for r in run_["engine"] if r["variant"] == "official-like")
     assert baseline["max_prob_diff_vs_ours_fp32"] <= 1e-4
     assert {(r["variant"], r["precision"]) for r in run_["end_to_end"]} == variants
