@@ -39,12 +39,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STRATEGY_ORDER = ("keep-all", "fifo", "afb", "quality")
+#: 'quality' uses the training-free confidence proxy, 'quality-head' the quality head (--quality-weights).
+STRATEGY_ORDER = ("keep-all", "fifo", "afb", "quality", "quality-head")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGY_ORDER, default=list(STRATEGY_ORDER))
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGY_ORDER, default=None,
+                        help="default: all, quality-head only with --quality-weights")
     parser.add_argument("--lengths", type=int, nargs="+", default=[200, 2000], help="video lengths (frames)")
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=224)
@@ -108,7 +110,11 @@ def run_one(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     device = resolve_device(spec["device"])
     net = _network(spec["checkpoint"], spec["quality_weights"], device)
-    options = MemoryOptions(spec["strategy"], max_frames=spec["max_memory_frames"] or DEFAULT_MAX_FRAMES)
+    strategy, source = spec["strategy"], "confidence"
+    if strategy == "quality-head":
+        strategy, source = "quality", "head"
+    options = MemoryOptions(strategy, max_frames=spec["max_memory_frames"] or DEFAULT_MAX_FRAMES,
+                            quality_source=source)
     stores = []
     factory = options.factory()
 
@@ -228,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         print("RESULT " + json.dumps(run_one(json.loads(args.worker))), flush=True)
         return 0
-    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
-        raise SystemExit(f"error: --checkpoint {args.checkpoint}: file not found")
+    for flag, path in (("--checkpoint", args.checkpoint), ("--quality-weights", args.quality_weights)):
+        if path is not None and not Path(path).is_file():
+            raise SystemExit(f"error: {flag} {path}: file not found")
+    if args.strategies is None:
+        args.strategies = [s for s in STRATEGY_ORDER if s != "quality-head" or args.quality_weights]
     runs = []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
     began = time.perf_counter()
