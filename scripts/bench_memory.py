@@ -13,7 +13,9 @@ annotated. Reported per run:
 * peak RSS of the process (MiB) and, on CUDA, ``torch.cuda.max_memory_allocated``;
 * RSS and memory size sampled along the video (to see growth, not just the peak);
 * engine FPS: frames / time spent inside ``engine.segment`` (rendering and
-  scoring excluded), over the whole video and over its last 10 %;
+  scoring excluded), over the whole video and over its last 10 %, on the
+  process's CPU-time clock (robust to other jobs on a shared machine; equal to
+  wall time on an idle one with one thread) and on the wall clock;
 * J&F (DAVIS definitions, util/davis_metrics) on every ``--eval-every``-th
   frame, like the sparsely annotated Long-time Video set.
 
@@ -26,6 +28,7 @@ quality head in it, or ``--quality-weights``, drives the ``quality`` strategy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -129,50 +132,45 @@ def run_one(spec: dict) -> dict:
         leave_and_return=True, seed=spec["seed"],
     )
     gt_masks: dict[int, np.ndarray] = {}
-    render_seconds = 0.0
+    timer = EngineTimer()
 
     def inputs():
-        nonlocal render_seconds
         frames = iter_frames(config)
         for t in range(length):
-            tick = time.perf_counter()
-            rgb, mask = next(frames)
-            if t % spec["eval_every"] == 0 and t > 0:
-                gt_masks[t] = mask
-            label = torch.from_numpy(mask.astype(np.int64)) if t == 0 else None
-            item = FrameInput(t, normalise(rgb), label)
-            render_seconds += time.perf_counter() - tick
+            with timer.excluded():  # rendering is not the engine's time
+                rgb, mask = next(frames)
+                if t % spec["eval_every"] == 0 and t > 0:
+                    gt_masks[t] = mask
+                label = torch.from_numpy(mask.astype(np.int64)) if t == 0 else None
+                item = FrameInput(t, normalise(rgb), label)
             yield item
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     radius = boundary_radius(spec["height"], spec["width"])
     scores: dict[int, list[tuple[float, float]]] = {k: [] for k in range(1, spec["objects"] + 1)}
-    samples, clock = [], []  # clock: engine seconds elapsed at each result
-    outside = 0.0
-    start = time.perf_counter()
+    samples, clock = [], []  # clock: engine (wall, CPU) seconds elapsed at each result
+    warm = iter_frames(config)  # one untimed clip first: lazy initialisation is not a per-frame cost
+    warm_frames = [next(warm) for _ in range(spec["clip_length"] + 1)]
+    for _ in engine.segment(FrameInput(t, normalise(rgb), torch.from_numpy(m.astype(np.int64)) if t == 0 else None)
+                            for t, (rgb, m) in enumerate(warm_frames)):
+        pass
+    del warm, warm_frames
+    timer.start()
     for result in engine.segment(inputs(), num_objects=spec["objects"]):
-        tick = time.perf_counter()
-        clock.append(tick - start - outside - render_seconds)
-        if result.index in gt_masks:
-            pred = result.prob.argmax(0).cpu().numpy()
-            gt = gt_masks.pop(result.index)
-            for obj in scores:
-                scores[obj].append(object_frame_scores(np.ascontiguousarray(gt == obj),
-                                                       np.ascontiguousarray(pred == obj), radius))
-        if (result.index + 1) % 100 == 0 or result.index + 1 == length:
-            samples.append({"frame": result.index + 1, "rss_mib": round(_rss_mib(), 1),
-                            "memory_elements": stores[0].num_elements()})
-        outside += time.perf_counter() - tick
+        clock.append(timer.elapsed())
+        with timer.excluded():
+            if result.index in gt_masks:
+                pred = result.prob.argmax(0).cpu().numpy()
+                gt = gt_masks.pop(result.index)
+                for obj in scores:
+                    scores[obj].append(object_frame_scores(np.ascontiguousarray(gt == obj),
+                                                           np.ascontiguousarray(pred == obj), radius))
+            if (result.index + 1) % 100 == 0 or result.index + 1 == length:
+                samples.append({"frame": result.index + 1, "rss_mib": round(_rss_mib(), 1),
+                                "memory_elements": stores[-1].num_elements()})
     synchronize(device)
-    total = time.perf_counter() - start
-    engine_seconds = total - outside - render_seconds
-    # FPS over the last 10 % of the frames. Results come in bursts of one clip: move the window's start
-    # back to the end of a burst so that the interval holds exactly the frames counted.
-    first = max(0, len(clock) - max(1, len(clock) // 10) - 1)
-    while first > 0 and clock[first + 1] - clock[first] < 1e-3:
-        first -= 1
-    tail_fps = (len(clock) - 1 - first) / max(clock[-1] - clock[first], 1e-9)
+    wall, cpu = timer.elapsed()
     per_object = [(np.mean([j for j, _ in s]), np.mean([f for _, f in s])) for s in scores.values() if s]
     j_mean = float(np.mean([j for j, _ in per_object])) if per_object else None
     f_mean = float(np.mean([f for _, f in per_object])) if per_object else None
@@ -180,12 +178,59 @@ def run_one(spec: dict) -> dict:
         "strategy": spec["strategy"], "frames": length, "peak_rss_mib": resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "fps": len(clock) / max(engine_seconds, 1e-9), "fps_last_10pct": tail_fps,
+        "fps": len(clock) / max(wall, 1e-9), "fps_last_10pct": tail_fps([c[0] for c in clock]),
+        "fps_cpu": len(clock) / max(cpu, 1e-9), "fps_cpu_last_10pct": tail_fps([c[1] for c in clock]),
         "J&F": None if j_mean is None else (j_mean + f_mean) / 2, "J": j_mean, "F": f_mean,
-        "scored_frames": len(next(iter(scores.values()))), "memory": stores[0].describe(),
-        "samples": samples, "engine_seconds": engine_seconds, "render_seconds": render_seconds,
-        "wall_seconds": total,
+        "scored_frames": len(next(iter(scores.values()))), "memory": stores[-1].describe(),
+        "samples": samples, "engine_seconds": wall, "engine_cpu_seconds": cpu,
+        "excluded_seconds": timer.outside[0],
     }
+
+
+class EngineTimer:
+    """Engine time on two clocks, wall and this process's CPU time, minus the spans marked ``excluded``.
+
+    CPU time is what makes runs comparable on a shared machine: with one thread it equals the wall
+    time of an idle machine, and other people's jobs do not inflate it (they do inflate wall time).
+    """
+
+    def __init__(self) -> None:
+        self.origin = (0.0, 0.0)
+        self.outside = [0.0, 0.0]
+
+    @staticmethod
+    def _now() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    def start(self) -> None:
+        self.origin = self._now()
+        self.outside = [0.0, 0.0]
+
+    def elapsed(self) -> tuple[float, float]:
+        now = self._now()
+        return tuple(n - o - x for n, o, x in zip(now, self.origin, self.outside))
+
+    @contextlib.contextmanager
+    def excluded(self):
+        before = self._now()
+        try:
+            yield
+        finally:
+            after = self._now()
+            for i in range(2):
+                self.outside[i] += after[i] - before[i]
+
+
+def tail_fps(clock: list[float]) -> float:
+    """Frames per second over the last 10 % of the results.
+
+    Results come in bursts of one clip: the window's start moves back to the end of a burst so that
+    the interval holds exactly the frames counted.
+    """
+    first = max(0, len(clock) - max(1, len(clock) // 10) - 1)
+    while first > 0 and clock[first + 1] - clock[first] < 1e-3:
+        first -= 1
+    return (len(clock) - 1 - first) / max(clock[-1] - clock[first], 1e-9)
 
 
 # --------------------------------------------------------------------------- driver
@@ -199,15 +244,16 @@ def markdown(report: dict) -> str:
     rows = report["runs"]
     lines = [
         "| strategy | frames | peak RSS (MiB) | RSS at frame 100 (MiB) | peak CUDA (MiB) | memory elements at end "
-        "| memory MiB at end | FPS | FPS last 10 % | J&F | J | F |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| memory MiB at end | FPS (CPU time) | same, last 10 % | FPS (wall) | J&F | J | F |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         first = r["samples"][0]["rss_mib"] if r["samples"] else None
         lines.append(
             f"| {r['strategy']} | {r['frames']} | {_num(r['peak_rss_mib'], 0)} | {_num(first, 0)} | "
             f"{_num(r['peak_cuda_mib'], 0)} | {r['memory']['elements']} | {r['memory']['bytes'] / 2**20:.1f} | "
-            f"{r['fps']:.2f} | {r['fps_last_10pct']:.2f} | {_num(r['J&F'], 3)} | {_num(r['J'], 3)} | "
+            f"{r['fps_cpu']:.2f} | {r['fps_cpu_last_10pct']:.2f} | {r['fps']:.2f} | {_num(r['J&F'], 3)} | "
+            f"{_num(r['J'], 3)} | "
             f"{_num(r['F'], 3)} |"
         )
     return "\n".join(lines) + "\n"
@@ -224,8 +270,10 @@ def growth_lines(report: dict) -> str:
         if lengths[0] in runs and lengths[-1] in runs:
             short, long_ = runs[lengths[0]], runs[lengths[-1]]
             rss = long_["peak_rss_mib"] / short["peak_rss_mib"] - 1
-            fps = long_["fps"] / short["fps"] - 1
-            out.append(f"* {strategy}: peak RSS {rss:+.1%}, FPS {fps:+.1%}")
+            fps = long_["fps_cpu"] / short["fps_cpu"] - 1
+            tail = long_["fps_cpu_last_10pct"] / short["fps_cpu"] - 1
+            out.append(f"* {strategy}: peak RSS {rss:+.1%}; FPS (CPU time) {fps:+.1%} over the whole video, "
+                       f"{tail:+.1%} over its last 10 %")
     return "\n".join(out) + "\n"
 
 
@@ -259,8 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             run = json.loads(line[len("RESULT "):])
             runs.append(run)
             print(f"{strategy:>8} {length:>5} frames: peak RSS {run['peak_rss_mib']:.0f} MiB, "
-                  f"{run['fps']:.2f} FPS (last 10 %: {run['fps_last_10pct']:.2f}), J&F {_num(run['J&F'], 3)}, "
-                  f"memory {run['memory']['elements']} elements; {run['wall_seconds']:.0f} s", flush=True)
+                  f"{run['fps_cpu']:.2f} FPS CPU time (last 10 %: {run['fps_cpu_last_10pct']:.2f}; wall "
+                  f"{run['fps']:.2f}), J&F {_num(run['J&F'], 3)}, memory {run['memory']['elements']} elements",
+                  flush=True)
     import torch
 
     report = {
