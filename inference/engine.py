@@ -19,9 +19,12 @@ from inference.schedule import Clip, ClipScheduler, LabelStep
 from model.aggregate import EPS, aggregate
 from model.memory import bag_readout, topk_affinity
 from model.network import PCVOS
-from util.runtime import autocast
+from model.refine import ClipAttention
+from util.runtime import COMPILE_MODES, autocast, compile_methods
 
 MEMORY_READ_MODES = ("pmm", "parallel")
+#: Network stages compiled with ``EngineConfig.compile`` (memory reading stays eager).
+COMPILED_STAGES = ("encode_key", "encode_value", "refine_keys", "refine_clip", "decode_context", "decode_objects")
 
 
 @dataclass
@@ -37,12 +40,17 @@ class EngineConfig:
     decode_batch: int = 8  # frame-object pairs per decoder call: bounds activation memory
     affinity_budget: int = 1 << 25  # max elements of one affinity/gather chunk (128 MB in fp32)
     channels_last: bool = True  # NHWC convolutions (same numbers; faster 1x1 convs and BatchNorm on CPU and GPU)
+    fused_attention: bool = False  # refinement windows via scaled_dot_product_attention (same numbers; slower on CPU)
+    compile: str | None = None  # torch.compile the network stages: default | reduce-overhead | max-autotune (see
+    # util.runtime.compile_methods: weights frozen; minutes of compilation per new shape on a CPU)
 
     def __post_init__(self) -> None:
         if self.memory_read not in MEMORY_READ_MODES:
             raise ValueError(f"memory_read must be one of {MEMORY_READ_MODES}, got {self.memory_read!r}")
         if self.clip_length < 1 or self.top_k < 1 or self.pmm_every < 1:
             raise ValueError("clip_length, top_k and pmm_every must be >= 1")
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be None or one of {COMPILE_MODES}, got {self.compile!r}")
 
 
 @dataclass
@@ -118,6 +126,11 @@ class PCVOSEngine:
         if self.config.channels_last:
             # Converts the network's conv weights in place (values unchanged); activations follow the weights.
             network.to(memory_format=torch.channels_last)
+        for module in network.modules():
+            if isinstance(module, ClipAttention):
+                module.fused = self.config.fused_attention
+        if self.config.compile:
+            compile_methods(network, COMPILED_STAGES, self.config.compile)
 
     # -- public API ----------------------------------------------------------------
     @torch.inference_mode()

@@ -256,7 +256,8 @@ def engine_config(args: argparse.Namespace, clip_length: int, precision: str) ->
 def _optional_engine_flags(args: argparse.Namespace) -> dict:
     """Engine options this checkout's EngineConfig knows (older checkouts lack some)."""
     known = EngineConfig.__dataclass_fields__
-    flags = {"channels_last": not args.no_channels_last, "compile": args.compile}
+    flags = {"channels_last": not args.no_channels_last, "compile": args.compile,
+             "fused_attention": args.fused_attention}
     return {k: v for k, v in flags.items() if k in known}
 
 
@@ -434,6 +435,7 @@ def _load_average() -> list[float] | None:
 
 def run_key(args: argparse.Namespace, device: torch.device) -> str:
     key = f"{device.type}-{args.size[0]}x{args.size[1]}-K{args.objects}-T{args.frames}"
+    key += "-e2e" if args.no_engine else ""
     return f"{key}-{args.tag}" if args.tag else key
 
 
@@ -445,12 +447,16 @@ def markdown_block(key: str, result: dict) -> str:
         f"{result['date']}, {result['machine']}, torch {result['torch']}; {result['size']}, "
         f"{result['objects']} objects, {result['frames']} frames, {result['repeats']} interleaved repeats "
         f"(median), model `{result['model']}`, memory read {result['memory_read']}; load average "
-        f"{result.get('load_average_before')} before, {result.get('load_average_after')} after.",
-        "",
-        "| L | variant | precision | engine FPS | vs official-like | CPU s / frame | vs official-like (CPU time) "
-        "| peak RSS (MB) | CUDA max alloc (MB) | mask agreement vs ours fp32 | max prob diff vs ours fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"{result.get('load_average_before')} before, {result.get('load_average_after')} after; engine "
+        f"options {result.get('engine_flags')}.",
     ]
+    if result["engine"]:
+        lines += [
+            "",
+            "| L | variant | precision | engine FPS | vs official-like | CPU s / frame | vs official-like (CPU time) "
+            "| peak RSS (MB) | CUDA max alloc (MB) | mask agreement vs ours fp32 | max prob diff vs ours fp32 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     frames = result["frames"]
     for r in result["engine"]:
         cuda = "-" if r["cuda_max_allocated_mb"] is None else f"{r['cuda_max_allocated_mb']:.0f}"
@@ -536,6 +542,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW convolutions in our engine")
     p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the network stages (reduce-overhead = CUDA graphs); off by default")
+    p.add_argument("--fused-attention", action="store_true",
+                   help="refinement windows through scaled_dot_product_attention (slower on CPU; try on GPU)")
+    p.add_argument("--no-engine", action="store_true", help="skip the engine table (with --end-to-end)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"),
                    help="writes <out>.json and a block of <out>.md (default docs/benchmarks)")
@@ -582,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": f"{BASELINE}: inference/official_like.py, our re-enactment of the released core's structure",
         "load_average_before": _load_average(),
     }
-    result["engine"] = engine_benchmark(args, device, log)
+    result["engine"] = [] if args.no_engine else engine_benchmark(args, device, log)
     if args.end_to_end:
         result["end_to_end"] = end_to_end_benchmark(args, device, log)
     result["load_average_after"] = _load_average()

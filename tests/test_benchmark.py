@@ -134,3 +134,13 @@ def test_bag_readout_equals_gather_readout():
     assert (read.transpose(1, 2) - expected).abs().max() <= 1e-5
     few = topk_affinity(keys[:, :7], queries, 20)  # fewer memory elements than k
     assert few[0].shape == (70, 7) and torch.allclose(few[0].sum(1), torch.ones(70))
+
+
+@pytest.mark.slow
+def test_compiled_engine_matches_eager(video):
+    """EngineConfig.compile (inductor, frozen weights): the eager probabilities within fp32 tolerance (minutes)."""
+    _, images, label = video
+    eager = run(apply_recipe(PCVOS(PCVOSConfig.small())).eval(), images[:4], label, 3, clip_length=2)
+    compiled = run(apply_recipe(PCVOS(PCVOSConfig.small())).eval(), images[:4], label, 3, clip_length=2,
+                   compile="default")
+    assert (compiled - eager).abs().max() <= 1e-4

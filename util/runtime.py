@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 import torch
 
@@ -35,3 +36,39 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued kernels (for honest timings)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def compile_methods(module: torch.nn.Module, names: Iterable[str], mode: str) -> None:
+    """Replace methods of ``module`` (in place, on the instance) by ``torch.compile``d versions.
+
+    Inductor *freezing* is on: the weights become constants of the compiled
+    graphs (BatchNorm folded into convolutions, ReLU fused into them), so the
+    module must not be trained afterwards. 'reduce-overhead' and
+    'max-autotune' also capture CUDA graphs; their outputs are cloned, because
+    a graph's next replay overwrites them and the engine keeps some (memory
+    keys and values). Compiling the same module twice with one mode is a no-op.
+    """
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; choose from {COMPILE_MODES}")
+    if getattr(module, "_compiled_mode", None) == mode:
+        return
+    import torch._inductor
+
+    options = {**torch._inductor.list_mode_options(mode), "freezing": True}
+    cuda_graphs = bool(options.get("triton.cudagraphs"))
+    for name in names:
+        original = getattr(type(module), name).__get__(module)  # the plain method, even after an earlier compile
+        compiled = torch.compile(original, options=options)
+        setattr(module, name, _cloning(compiled) if cuda_graphs else compiled)
+    module._compiled_mode = mode
+
+
+def _cloning(fn):
+    def call(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        return torch.utils._pytree.tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, out)
+
+    return call
