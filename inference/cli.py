@@ -21,7 +21,7 @@ from inference.memory_strategies import (
 from model.checkpoint import CheckpointError, build_model, load_quality_head
 from model.network import PCVOS
 from util.recipe_weights import apply_recipe
-from util.runtime import PRECISIONS, resolve_device
+from util.runtime import COMPILE_MODES, PRECISIONS, resolve_device
 
 DEFAULT_MODEL = "saves/s03_pcvos_ytvos.pth"
 
@@ -41,6 +41,9 @@ def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480) ->
     g.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                    help="fp32 (default, reproduces the official numbers) or bf16/fp16 autocast")
     g.add_argument("--workers", type=int, default=2, help="frame-decoding workers (default 2)")
+    g.add_argument("--compile", choices=COMPILE_MODES, default=None,
+                   help="torch.compile the network (reduce-overhead adds CUDA graphs); pays off on long runs "
+                        "(minutes of compilation on a CPU), see docs/benchmarks.md")
     add_memory_args(parser)
 
 
@@ -115,6 +118,7 @@ def engine_config(args: argparse.Namespace, clip_length: int | None = None) -> E
         memory_read=args.memory_read,
         top_k=args.top_k,
         precision=args.precision,
+        compile=getattr(args, "compile", None),
     )
 
 
