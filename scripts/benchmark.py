@@ -60,6 +60,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from dataset.benchmarks import generic_benchmark, run_benchmark  # noqa: E402
 from dataset.frames import list_frames, normalise, read_rgb  # noqa: E402
+from inference import official_like as official_like_module  # noqa: E402
 from inference.cli import load_network  # noqa: E402
 from inference.engine import EngineConfig, FrameInput, PCVOSEngine  # noqa: E402
 from inference.official_like import OfficialLikeCore, masks_from_probabilities  # noqa: E402
@@ -291,7 +292,58 @@ def engine_benchmark(args: argparse.Namespace, device: torch.device, log: Callab
                 timings[name].record(seconds, cpu_seconds, meter, device)
                 log(f"L={clip_length} {name}: run {repeat + 1}/{args.repeats} {args.frames / seconds:.3f} FPS")
         rows += summarise(timings, clip_length, args.frames, checks)
+        if args.profile:
+            stages = {OURS: (ours_net, None), BASELINE: (base_net, official_like_module)}
+            for name, fn in variants.items():
+                net, module = stages[name.split(" ")[0]]
+                with StageTimer(net, module, device) as timer:
+                    total, _, _ = timed(lambda fn=fn: fn(False), device)
+                row = next(r for r in rows if r["clip_length"] == clip_length and f"{r['variant']} {r['precision']}"
+                           == name)
+                row["profile_seconds"] = {**timer.seconds, "total": round(total, 3)}
+                log(f"L={clip_length} {name}: stages {timer.seconds}")
     return rows
+
+
+#: Stages timed by --profile: network methods (ours and official-like) and the official-like dense readout.
+PROFILED_STAGES = ("encode_key", "encode_value", "refine_keys", "refine_clip", "decode", "decode_context",
+                   "decode_objects")
+
+
+class StageTimer:
+    """Wall time per network stage during one run (device synchronised around every call)."""
+
+    def __init__(self, net: PCVOS, module, device: torch.device) -> None:
+        self.targets = [(net, n) for n in PROFILED_STAGES] + ([(module, "dense_topk_readout")] if module else [])
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self._saved: list[tuple[object, str, object, bool]] = []
+
+    def _wrap(self, name: str, fn: Callable) -> Callable:
+        def call(*args, **kwargs):
+            synchronize(self.device)
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            synchronize(self.device)
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+            return out
+
+        return call
+
+    def __enter__(self) -> StageTimer:
+        for obj, name in self.targets:
+            own = name in vars(obj)
+            fn = getattr(obj, name)
+            self._saved.append((obj, name, vars(obj).get(name), own))
+            setattr(obj, name, self._wrap(name, fn))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for obj, name, previous, own in reversed(self._saved):
+            if own:
+                setattr(obj, name, previous)
+            else:
+                delattr(obj, name)
 
 
 def summarise(timings: dict[str, Timing], clip_length: int, frames: int, checks: dict | None = None) -> list[dict]:
@@ -466,6 +518,16 @@ def markdown_block(key: str, result: dict) -> str:
                      f"| {_ratio(r, 'speedup_vs_official_like')} | {r['median_cpu_seconds'] / frames:.2f} "
                      f"| {_ratio(r, 'cpu_time_speedup_vs_official_like')} | {r['peak_rss_mb']:.0f} | {cuda} "
                      f"| {agree} | {diff} |")
+    profiled = [r for r in result["engine"] if r.get("profile_seconds")]
+    if profiled:
+        lines += ["", "Per-stage wall time of one run (--profile; device synchronised around every stage):", ""]
+        for r in profiled:
+            stages = dict(r["profile_seconds"])
+            total = stages.pop("total")
+            stages["rest"] = total - sum(stages.values())
+            parts = ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f} %)"
+                              for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
+            lines.append(f"* L={r['clip_length']} {r['variant']} {r['precision']}: {parts}")
     if result.get("end_to_end"):
         lines += [
             "",
@@ -545,6 +607,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fused-attention", action="store_true",
                    help="refinement windows through scaled_dot_product_attention (slower on CPU; try on GPU)")
     p.add_argument("--no-engine", action="store_true", help="skip the engine table (with --end-to-end)")
+    p.add_argument("--profile", action="store_true", help="one more run per variant with per-stage timers")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"),
                    help="writes <out>.json and a block of <out>.md (default docs/benchmarks)")

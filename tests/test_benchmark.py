@@ -83,7 +83,7 @@ def test_benchmark_script_writes_reports(tmp_path):
     (tmp_path / "bench.md").write_text("# Benchmarks\n\nprose that must survive\n")
     argv = ["--size", "32x48", "--frames", "3", "--clip-lengths", "2", "--repeats", "1", "--warmup", "1",
             "--model", "small-recipe", "--baseline", "--end-to-end", "--videos", "1", "--workers", "0",
-            "--device", "cpu", "--out", str(out), "--quiet"]
+            "--device", "cpu", "--profile", "--out", str(out), "--quiet"]
     assert benchmark.main(argv) == 0
     data = json.loads((tmp_path / "bench.json").read_text())
     run_ = data["runs"]["cpu-32x48-K2-T3"]
@@ -94,6 +94,7 @@ def test_benchmark_script_writes_reports(tmp_path):
         assert row["fps"] > 0 and row["peak_rss_mb"] > 0 and row["speedup_vs_official_like"] > 0
         assert len(row["seconds"]) == 1 and row["cuda_max_allocated_mb"] is None
         assert row["median_cpu_seconds"] > 0 and row["cpu_time_speedup_vs_official_like"] > 0
+        assert row["profile_seconds"]["total"] > 0 and "encode_key" in row["profile_seconds"]
     baseline = next(r for r in run_["engine"] if r["variant"] == "official-like")
     assert baseline["max_prob_diff_vs_ours_fp32"] <= 1e-4
     assert {(r["variant"], r["precision"]) for r in run_["end_to_end"]} == variants
