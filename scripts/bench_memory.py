@@ -13,7 +13,7 @@ annotated. Reported per run:
 * peak RSS of the process (MiB) and, on CUDA, ``torch.cuda.max_memory_allocated``;
 * RSS and memory size sampled along the video (to see growth, not just the peak);
 * engine FPS: frames / time spent inside ``engine.segment`` (rendering and
-  scoring excluded), over the whole video and over its last 10 %, on the
+  scoring excluded), over the whole video and over its last 100 frames, on the
   process's CPU-time clock (robust to other jobs on a shared machine; equal to
   wall time on an idle one with one thread) and on the wall clock;
 * J&F (DAVIS definitions, util/davis_metrics) on every ``--eval-every``-th
@@ -44,6 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 #: 'quality' uses the training-free confidence proxy, 'quality-head' the quality head (--quality-weights).
 STRATEGY_ORDER = ("keep-all", "fifo", "afb", "quality", "quality-head")
+#: FPS is also reported over the last TAIL_FRAMES frames: the same window at every length, taken after
+#: the bounded memories have filled (20 memory frames at L = 5 fill by frame 100).
+TAIL_FRAMES = 100
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -178,8 +181,8 @@ def run_one(spec: dict) -> dict:
         "strategy": spec["strategy"], "frames": length, "peak_rss_mib": resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "fps": len(clock) / max(wall, 1e-9), "fps_last_10pct": tail_fps([c[0] for c in clock]),
-        "fps_cpu": len(clock) / max(cpu, 1e-9), "fps_cpu_last_10pct": tail_fps([c[1] for c in clock]),
+        "fps": len(clock) / max(wall, 1e-9), "fps_last_100": tail_fps([c[0] for c in clock]),
+        "fps_cpu": len(clock) / max(cpu, 1e-9), "fps_cpu_last_100": tail_fps([c[1] for c in clock]),
         "J&F": None if j_mean is None else (j_mean + f_mean) / 2, "J": j_mean, "F": f_mean,
         "scored_frames": len(next(iter(scores.values()))), "memory": stores[-1].describe(),
         "samples": samples, "engine_seconds": wall, "engine_cpu_seconds": cpu,
@@ -221,13 +224,13 @@ class EngineTimer:
                 self.outside[i] += after[i] - before[i]
 
 
-def tail_fps(clock: list[float]) -> float:
-    """Frames per second over the last 10 % of the results.
+def tail_fps(clock: list[float], frames: int = TAIL_FRAMES) -> float:
+    """Frames per second over the last ``frames`` results (about: aligned to clips).
 
     Results come in bursts of one clip: the window's start moves back to the end of a burst so that
     the interval holds exactly the frames counted.
     """
-    first = max(0, len(clock) - max(1, len(clock) // 10) - 1)
+    first = max(0, len(clock) - frames - 1)
     while first > 0 and clock[first + 1] - clock[first] < 1e-3:
         first -= 1
     return (len(clock) - 1 - first) / max(clock[-1] - clock[first], 1e-9)
@@ -244,7 +247,7 @@ def markdown(report: dict) -> str:
     rows = report["runs"]
     lines = [
         "| strategy | frames | peak RSS (MiB) | RSS at frame 100 (MiB) | peak CUDA (MiB) | memory elements at end "
-        "| memory MiB at end | FPS (CPU time) | same, last 10 % | FPS (wall) | J&F | J | F |",
+        "| memory MiB at end | FPS (CPU time) | same, last 100 frames | FPS (wall) | J&F | J | F |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -252,7 +255,7 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['strategy']} | {r['frames']} | {_num(r['peak_rss_mib'], 0)} | {_num(first, 0)} | "
             f"{_num(r['peak_cuda_mib'], 0)} | {r['memory']['elements']} | {r['memory']['bytes'] / 2**20:.1f} | "
-            f"{r['fps_cpu']:.2f} | {r['fps_cpu_last_10pct']:.2f} | {r['fps']:.2f} | {_num(r['J&F'], 3)} | "
+            f"{r['fps_cpu']:.2f} | {r['fps_cpu_last_100']:.2f} | {r['fps']:.2f} | {_num(r['J&F'], 3)} | "
             f"{_num(r['J'], 3)} | "
             f"{_num(r['F'], 3)} |"
         )
@@ -271,9 +274,9 @@ def growth_lines(report: dict) -> str:
             short, long_ = runs[lengths[0]], runs[lengths[-1]]
             rss = long_["peak_rss_mib"] / short["peak_rss_mib"] - 1
             fps = long_["fps_cpu"] / short["fps_cpu"] - 1
-            tail = long_["fps_cpu_last_10pct"] / short["fps_cpu"] - 1
+            tail = long_["fps_cpu_last_100"] / short["fps_cpu_last_100"] - 1
             out.append(f"* {strategy}: peak RSS {rss:+.1%}; FPS (CPU time) {fps:+.1%} over the whole video, "
-                       f"{tail:+.1%} over its last 10 %")
+                       f"{tail:+.1%} over the last {TAIL_FRAMES} frames")
     return "\n".join(out) + "\n"
 
 
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             run = json.loads(line[len("RESULT "):])
             runs.append(run)
             print(f"{strategy:>8} {length:>5} frames: peak RSS {run['peak_rss_mib']:.0f} MiB, "
-                  f"{run['fps_cpu']:.2f} FPS CPU time (last 10 %: {run['fps_cpu_last_10pct']:.2f}; wall "
+                  f"{run['fps_cpu']:.2f} FPS CPU time (last {TAIL_FRAMES}: {run['fps_cpu_last_100']:.2f}; wall "
                   f"{run['fps']:.2f}), J&F {_num(run['J&F'], 3)}, memory {run['memory']['elements']} elements",
                   flush=True)
     import torch
