@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--optimizer", choices=("adam", "adamw"), default=d.optimizer)
     parser.add_argument("--crop-size", type=int, default=d.crop_size)
+    parser.add_argument("--min-scale", type=float, help="RandomResizedCrop area lower bound (default 0.36; BL30K 0.25)")
     parser.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader workers per process")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
     parser.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--weights", help="start from PCVOS / STCN / stage-0 / train.py weights")
     parser.add_argument("--imagenet-dir", help="folder with torchvision resnet50/resnet18 ImageNet .pth files")
     parser.add_argument("--no-imagenet", action="store_true", help="random backbone initialisation")
+    parser.add_argument("--batchnorm", choices=("frozen", "train"), default=d.batchnorm,
+                        help="BatchNorm statistics: frozen (STCN, running stats fixed) or train (batch statistics)")
     parser.add_argument("--static-root", default=d.static_root)
     parser.add_argument("--youtube-root", default=d.youtube_root)
     parser.add_argument("--davis-root", default=d.davis_root)
@@ -89,11 +92,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         stage=args.stage, model_size=args.model_size, iterations=args.iterations, batch_size=args.batch_size,
         lr=args.lr, lr_steps=tuple(args.lr_steps) if args.lr_steps else None, lr_gamma=args.lr_gamma,
-        weight_decay=args.weight_decay, optimizer=args.optimizer, crop_size=args.crop_size,
+        weight_decay=args.weight_decay, optimizer=args.optimizer, crop_size=args.crop_size, min_scale=args.min_scale,
         num_workers=args.num_workers, accum_steps=args.accum_steps, precision=args.precision, device=args.device,
         output=args.output, run_name=args.run_name, save_every=args.save_every, log_every=args.log_every,
         image_every=args.image_every, seed=args.seed, resume=args.resume, weights=args.weights,
-        imagenet=not args.no_imagenet, imagenet_dir=args.imagenet_dir, static_root=args.static_root,
+        imagenet=not args.no_imagenet, imagenet_dir=args.imagenet_dir, batchnorm=args.batchnorm,
+        static_root=args.static_root,
         youtube_root=args.youtube_root, davis_root=args.davis_root, bl30k_root=args.bl30k_root,
         clip_lengths=tuple(args.clip_lengths) if args.clip_lengths else None, intra_gap=args.intra_gap,
         gap_low=args.gap_low, gap_high=args.gap_high, bootstrap_start=args.bootstrap[0],

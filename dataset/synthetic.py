@@ -76,6 +76,9 @@ class SyntheticConfig:
         rotation_speed: max mean rotation in degrees per frame.
         camera_pan: background pan amplitude as a fraction of min(H, W).
         noise_std: std of the additive sensor noise in grey levels (0 = none).
+        lookalike_shift: how far a distractor's colours sit from its target's
+            (length of one random RGB offset added to both colours; 0 = the
+            same colours within 5 levels, which no appearance matcher can tell apart).
         seed: everything is derived from it.
     """
 
@@ -93,6 +96,7 @@ class SyntheticConfig:
     rotation_speed: float = 2.0
     camera_pan: float = 0.08
     noise_std: float = 3.0
+    lookalike_shift: float = 60.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -107,6 +111,8 @@ class SyntheticConfig:
         low, high = self.object_scale
         if not 0 < low <= high <= 0.45:
             raise ValueError("object_scale must satisfy 0 < min <= max <= 0.45")
+        if self.lookalike_shift < 0:
+            raise ValueError(f"lookalike_shift must be >= 0, got {self.lookalike_shift}")
         if self.texture not in (*TEXTURES, "mixed"):
             raise ValueError(f"texture must be one of {TEXTURES + ('mixed',)}")
 
@@ -352,10 +358,18 @@ def _random_style(rng: np.random.Generator, config: SyntheticConfig) -> _Style:
     )
 
 
-def _lookalike(rng: np.random.Generator, style: _Style) -> _Style:
-    """A distractor style: same family, shape and colours (within 5 levels), size within 15 %."""
+def _lookalike(rng: np.random.Generator, style: _Style, shift: float) -> _Style:
+    """A distractor style: same family and shape, size within 15 %, colours moved by one RGB offset.
+
+    The offset (a random direction of length ``shift``, shared by both colours,
+    plus +-5 levels of jitter) keeps the distractor in its target's colour
+    family while leaving it distinguishable by appearance.
+    """
+    direction = rng.normal(size=3)
+    offset = shift * direction / max(float(np.linalg.norm(direction)), 1e-6)
     colours = tuple(
-        tuple(int(np.clip(c + rng.integers(-5, 6), 0, 255)) for c in colour) for colour in style.colours
+        tuple(int(np.clip(round(c + o + rng.integers(-5, 6)), 0, 255)) for c, o in zip(colour, offset))
+        for colour in style.colours
     )
     harmonics = tuple(
         (a * float(rng.uniform(0.8, 1.2)), p + float(rng.normal(0, 0.3))) for a, p in style.harmonics
@@ -527,7 +541,9 @@ def build_scene(config: SyntheticConfig) -> Scene:
     styles = [_random_style(rng, config) for _ in starts]
     background, pan = _background(rng, config, styles)
     entries = [(label, style, start) for label, (style, start) in enumerate(zip(styles, starts), start=1)]
-    entries += [(0, _lookalike(rng, styles[j % len(styles)]), 0) for j in range(config.num_distractors)]
+    entries += [
+        (0, _lookalike(rng, styles[j % len(styles)], config.lookalike_shift), 0) for j in range(config.num_distractors)
+    ]
 
     objects: list[SceneObject] = []
     taken: list[tuple[np.ndarray, float]] = []

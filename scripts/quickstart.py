@@ -45,7 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-videos", type=int, default=24)
     p.add_argument("--val-videos", type=int, default=6)
     p.add_argument("--frames", type=int, default=40, help="frames per synthetic video")
-    p.add_argument("--size", default="192x320", help="HxW of the synthetic videos")
+    p.add_argument("--size", default="128x224", help="HxW of the synthetic videos")
+    p.add_argument("--object-scale", type=float, nargs=2, default=(0.2, 0.4), metavar=("MIN", "MAX"),
+                   help="object diameter as a fraction of the frame height")
     p.add_argument("--clip-lengths", type=int, nargs="+", default=[1, 5, 10])
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2)
@@ -59,7 +61,9 @@ def make_data(args: argparse.Namespace, height: int, width: int) -> tuple[Path, 
     data = args.out / "data"
     train_root, val_root = data / "train", data / "val" / "trainval"
     if not (val_root / "ImageSets").is_dir():
-        config = SyntheticConfig(num_frames=args.frames, height=height, width=width, num_objects=2)
+        config = SyntheticConfig(
+            num_frames=args.frames, height=height, width=width, num_objects=2, object_scale=tuple(args.object_scale)
+        )
         train_videos = make_split("train", args.train_videos, config, seed=args.seed + 1000)
         write_youtube_train(train_root / "YouTube", train_videos, davis_root=train_root / "DAVIS" / "trainval")
         val_videos = make_split("val", args.val_videos, config, seed=args.seed + 5000, allow_late=False)

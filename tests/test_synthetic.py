@@ -129,8 +129,17 @@ def test_distractors_exist_look_alike_and_are_unlabelled() -> None:
         rgba = obj.sprite.rgba
         return rgba[..., :3][rgba[..., 3] > 0].mean(axis=0)
 
+    # Default: the same colour family, moved by lookalike_shift (60) so appearance can tell them apart.
     for obj in distractors:
+        distance = np.linalg.norm(mean_colour(obj) - mean_colour(target))
+        assert 20 < distance < 100, distance
+    # lookalike_shift=0: indistinguishable colours (within a few levels).
+    same = syn.build_scene(replace(config, lookalike_shift=0))
+    target = next(o for o in same.objects if o.label == 1)
+    for obj in (o for o in same.objects if o.label == 0):
         assert np.abs(mean_colour(obj) - mean_colour(target)).max() < 40
+    with pytest.raises(ValueError, match="lookalike_shift"):
+        syn.SyntheticConfig(lookalike_shift=-1)
 
 
 def test_late_objects_appear_at_multiple_of_five() -> None:

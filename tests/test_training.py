@@ -176,12 +176,28 @@ def test_paper_model_one_iteration(data, tmp_path):
 
 
 @pytest.mark.slow
+def test_batchnorm_train_mode_learns_statistics(data, tmp_path):
+    from model.trainer import resolve
+
+    assert resolve(TrainConfig(imagenet=False)).batchnorm == "frozen"  # STCN's choice stays the default
+    with pytest.raises(ValueError, match="--batchnorm 'x'"):
+        resolve(TrainConfig(batchnorm="x"))
+    key = "key_encoder.bn1.running_mean"
+    for mode, learned in (("train", True), ("frozen", False)):
+        result = train.run_full(_config(data, tmp_path / mode, stage=3, iterations=1, tensorboard=False,
+                                        save_every=0, batchnorm=mode))
+        running = _state(result.checkpoint)["network"][key]
+        assert bool(running.abs().max() > 0) is learned, mode  # frozen statistics stay at their initial zeros
+
+
 def test_torchrun_two_processes_same_global_batch(data, tmp_path):
     common = [
         "--stage", "0", "--model-size", "small", "--iterations", "2", "--batch-size", "4", "--crop-size", "48",
         "--num-workers", "0", "--no-imagenet", "--static-root", data["static_root"], "--no-tensorboard",
-        "--progress", "log", "--log-every", "1",
+        "--progress", "log", "--log-every", "1", "--batchnorm", "frozen",
     ]
+    # Frozen BatchNorm statistics: with batch statistics, DDP keeps rank 0's running stats while
+    # accumulation updates them once per micro-batch, so only the gradients would be comparable.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "train.py"), *common, "--output", str(tmp_path / "ddp")]
@@ -190,7 +206,7 @@ def test_torchrun_two_processes_same_global_batch(data, tmp_path):
     assert "global batch 4 = 2 process(es) x 1 accumulation step(s) x micro-batch 2" in proc.stdout
     single = train.run_full(
         _config({"static_root": data["static_root"]}, tmp_path / "one", stage=0, batch_size=4, crop_size=48,
-                tensorboard=False, accum_steps=2)
+                tensorboard=False, accum_steps=2, batchnorm="frozen")
     )
     ddp = _state(tmp_path / "ddp" / "s0_small" / "s0_small_checkpoint.pth")
     one = _state(single.checkpoint)
