@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 Size3 = tuple[int, int, int]
+#: Tokens per MLP call at inference: keeps the 4x-wide hidden layer in cache (-18 % MLP time on a CPU).
+MLP_CHUNK = 2048
 
 
 def effective_window(size: Size3, window: Size3, shift: Size3) -> tuple[Size3, Size3]:
@@ -107,18 +109,18 @@ class ClipAttention(nn.Module):
         index = self.relative_position_index[:n, :n].reshape(-1)
         return self.relative_position_bias_table[index].view(n, n, -1).permute(2, 0, 1)
 
-    def attention(self, keys: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def attention(self, q: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Attention weights from the key stream alone.
 
         Args:
-            keys: [Bk * nW, N, Ck] normalised, padded, shifted, partitioned keys.
+            q: [Bk * nW, N, Ck] projected (``qk``) keys, partitioned into windows.
             mask: [nW, N, N] shift mask or None.
 
         Returns:
             [Bk * nW, heads, N, N] softmax weights.
         """
-        bw, n, _ = keys.shape
-        q = self.qk(keys).view(bw, n, self.num_heads, -1).transpose(1, 2)  # [Bw, h, N, dk]
+        bw, n, _ = q.shape
+        q = q.view(bw, n, self.num_heads, -1).transpose(1, 2)  # [Bw, h, N, dk]
         # Shared projection: k is q before scaling; the scale applies to q only.
         logits = (q * self.scale) @ q.transpose(-2, -1) + self.position_bias(n).unsqueeze(0)
         if mask is not None:
@@ -126,28 +128,27 @@ class ClipAttention(nn.Module):
             logits = (logits.view(bw // nw, nw, self.num_heads, n, n) + mask[None, :, None]).view_as(logits)
         return logits.softmax(dim=-1)
 
-    def forward(self, weights: torch.Tensor, values: torch.Tensor, key_batch: int) -> torch.Tensor:
-        """Apply shared attention weights to every object's values.
+    def forward(self, weights: torch.Tensor, v: torch.Tensor, key_batch: int) -> torch.Tensor:
+        """Apply shared attention weights to every object's projected values (``proj`` not applied).
 
         Args:
             weights: [Bk * nW, heads, N, N] from :meth:`attention`.
-            values: [Bk * O * nW, N, Cv]; O objects per key row, rows ordered (bk, o, window).
+            v: [Bk * O * nW, N, Cv] projected (``v``) values; O objects per key row, rows ordered (bk, o, window).
             key_batch: Bk.
 
         Returns:
             [Bk * O * nW, N, Cv]
         """
         bkw, heads, n, _ = weights.shape
-        rows = values.shape[0]
+        rows = v.shape[0]
         nw = bkw // key_batch
         objects = rows // bkw
-        v = self.v(values).view(key_batch, objects, nw, n, heads, -1).permute(0, 1, 2, 4, 3, 5)
+        v = v.view(key_batch, objects, nw, n, heads, -1).permute(0, 1, 2, 4, 3, 5)
         out = weights.view(key_batch, 1, nw, heads, n, n) @ v  # [Bk, O, nW, h, N, dv]
-        return self.proj(out.permute(0, 1, 2, 4, 3, 5).reshape(rows, n, -1))
-
+        return out.permute(0, 1, 2, 4, 3, 5).reshape(rows, n, -1)
 
     def fused_forward(
-        self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None, key_batch: int
+        self, q: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, key_batch: int
     ) -> torch.Tensor:
         """:meth:`attention` then :meth:`forward` as one ``scaled_dot_product_attention`` call.
 
@@ -155,17 +156,17 @@ class ClipAttention(nn.Module):
         values are laid side by side along the channel axis of one value tensor.
 
         Args:
-            keys: [Bk * nW, N, Ck]; values: [Bk * O * nW, N, Cv] rows ordered (bk, o, window).
+            q: [Bk * nW, N, Ck]; v: [Bk * O * nW, N, Cv] rows ordered (bk, o, window); both projected.
             mask: [nW, N, N] shift mask or None.
 
         Returns:
-            [Bk * O * nW, N, Cv]
+            [Bk * O * nW, N, Cv] (``proj`` not applied)
         """
-        bw, n, _ = keys.shape
-        rows, heads = values.shape[0], self.num_heads
+        bw, n, _ = q.shape
+        rows, heads = v.shape[0], self.num_heads
         nw, objects = bw // key_batch, rows // bw
-        q = self.qk(keys).view(bw, n, heads, -1).transpose(1, 2)  # [Bw, h, N, dk]
-        v = self.v(values).view(key_batch, objects, nw, n, heads, -1)
+        q = q.view(bw, n, heads, -1).transpose(1, 2)  # [Bw, h, N, dk]
+        v = v.view(key_batch, objects, nw, n, heads, -1)
         dv = v.shape[-1]
         v = v.permute(0, 2, 4, 3, 1, 5).reshape(bw, heads, n, objects * dv)  # [Bw, h, N, O * dv]
         bias = self.position_bias(n).unsqueeze(0)  # [1, h, N, N]
@@ -173,7 +174,17 @@ class ClipAttention(nn.Module):
             bias = (bias + mask[:, None]).repeat(key_batch, 1, 1, 1)  # [Bw, h, N, N]
         out = F.scaled_dot_product_attention(q, q, v.to(q.dtype), attn_mask=bias.to(q.dtype), scale=self.scale)
         out = out.view(key_batch, nw, heads, n, objects, dv).permute(0, 4, 1, 3, 2, 5)
-        return self.proj(out.reshape(rows, n, heads * dv))
+        return out.reshape(rows, n, heads * dv)
+
+
+def pad_end(x: torch.Tensor, pads: list[int], fill: torch.Tensor) -> torch.Tensor:
+    """x: [B, D, H, W, C] padded at the end of D, H, W with the vector ``fill`` [C]."""
+    if not any(pads):
+        return x
+    b, d, h, w, c = x.shape
+    out = fill.to(x.dtype).expand(b, d + pads[0], h + pads[1], w + pads[2], c).contiguous()
+    out[:, :d, :h, :w] = x
+    return out
 
 
 class Mlp(nn.Module):
@@ -213,28 +224,38 @@ class RefineBlock(nn.Module):
         b, d, h, w, _ = values.shape
         window, shift = effective_window((d, h, w), self.window, self.shift)
         pads = [(win - s % win) % win for s, win in zip((d, h, w), window)]
-        k = self.norm1(keys)
-        v = self.norm1_v(values)
-        if any(pads):
-            # Pad after the norms: padded tokens are exact zeros (not masked out).
-            k = F.pad(k, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
-            v = F.pad(v, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
-        padded = tuple(k.shape[1:4])
+        attn = self.attn
+        # The released block pads the normalised streams with zeros and projects every token; a zero token
+        # projects to the bias exactly, so project first and pad with the bias (fewer tokens to project).
+        q = pad_end(attn.qk(self.norm1(keys)), pads, attn.qk.bias)
+        v = pad_end(attn.v(self.norm1_v(values)), pads, attn.v.bias)
+        padded = tuple(q.shape[1:4])
         shifted = any(s > 0 for s in shift)
         if shifted:
-            k = torch.roll(k, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
+            q = torch.roll(q, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
             v = torch.roll(v, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-        k, v, mask = window_partition(k, window), window_partition(v, window), mask if shifted else None
-        if self.attn.fused:
-            out = self.attn.fused_forward(k, v, mask, keys.shape[0])
+        q, v, mask = window_partition(q, window), window_partition(v, window), mask if shifted else None
+        if attn.fused:
+            out = attn.fused_forward(q, v, mask, keys.shape[0])
         else:
-            out = self.attn(self.attn.attention(k, mask), v, keys.shape[0])
+            out = attn(attn.attention(q, mask), v, keys.shape[0])
         out = window_reverse(out, window, b, padded)
         if shifted:
             out = torch.roll(out, shifts=shift, dims=(1, 2, 3))
-        out = out[:, :d, :h, :w]
-        values = values + out
-        return values + self.mlp(self.norm2(values))
+        # proj is per token: applied after cropping, padded tokens are never projected. (A strided input would
+        # make Linear a batched matmul over a copied weight.)
+        values = values + attn.proj(out[:, :d, :h, :w].contiguous())
+        return values + self.feed_forward(values)
+
+    def feed_forward(self, values: torch.Tensor) -> torch.Tensor:
+        """mlp(norm2(values)) per token; without autograd in chunks of MLP_CHUNK tokens (cache-sized, same numbers)."""
+        if torch.is_grad_enabled():
+            return self.mlp(self.norm2(values))
+        flat = values.reshape(-1, values.shape[-1])
+        out = torch.empty_like(flat)
+        for start in range(0, flat.shape[0], MLP_CHUNK):
+            out[start : start + MLP_CHUNK] = self.mlp(self.norm2(flat[start : start + MLP_CHUNK]))
+        return out.view_as(values)
 
 
 class RefineLayer(nn.Module):

@@ -8,11 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inference.engine import EngineConfig, FrameInput, PCVOSEngine
 from inference.official_like import OfficialLikeCore
 from model.memory import bag_readout, gather_readout, l2_affinity, topk_affinity, topk_weights
 from model.network import PCVOS, PCVOSConfig
+from model.refine import effective_window, shift_attention_mask, window_partition, window_reverse
 from scripts import benchmark
 from util.recipe_weights import apply_recipe
 
@@ -145,3 +147,37 @@ def test_compiled_engine_matches_eager(video):
     compiled = run(apply_recipe(PCVOS(PCVOSConfig.small())).eval(), images[:4], label, 3, clip_length=2,
                    compile="default")
     assert (compiled - eager).abs().max() <= 1e-4
+
+
+def released_block(block, keys, values, mask):
+    """RefineBlock as released: zero-pad the normalised streams, project every token, proj before cropping."""
+    b, d, h, w, _ = values.shape
+    window, shift = effective_window((d, h, w), block.window, block.shift)
+    pads = [(win - s % win) % win for s, win in zip((d, h, w), window)]
+    k = F.pad(block.norm1(keys), (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+    v = F.pad(block.norm1_v(values), (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+    padded, shifted = tuple(k.shape[1:4]), any(shift)
+    if shifted:
+        k, v = (torch.roll(x, tuple(-s for s in shift), (1, 2, 3)) for x in (k, v))
+    q = block.attn.qk(window_partition(k, window))
+    out = block.attn.proj(block.attn(block.attn.attention(q, mask if shifted else None),
+                                     block.attn.v(window_partition(v, window)), keys.shape[0]))
+    out = window_reverse(out, window, b, padded)
+    if shifted:
+        out = torch.roll(out, shift, (1, 2, 3))
+    values = values + out[:, :d, :h, :w]
+    return values + block.mlp(block.norm2(values))
+
+
+@pytest.mark.parametrize("size", [(5, 15, 27), (3, 5, 8), (1, 4, 4)])
+def test_refine_block_projects_before_padding(size):
+    """Projecting before padding (padded tokens = bias), proj after cropping and the chunked MLP: same numbers."""
+    torch.manual_seed(0)
+    layer = apply_recipe(PCVOS(PCVOSConfig.small())).eval().refine_transformer.layers[0]
+    keys, values = torch.randn(1, *size, 64), torch.randn(2, *size, 128)
+    window, shift = effective_window(size, layer.window, layer.shift)
+    padded = tuple(-(-s // w) * w for s, w in zip(size, window))
+    mask = shift_attention_mask(padded, window, shift, keys.device) if any(shift) else None
+    with torch.no_grad():
+        for block in layer.blocks:
+            assert (block(keys, values, mask) - released_block(block, keys, values, mask)).abs().max() <= 1e-5
