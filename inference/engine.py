@@ -252,7 +252,7 @@ class PCVOSEngine:
         with autocast(self.device, self.config.precision):
             values = self.net.encode_value(
                 image.expand(count, -1, -1, -1),
-                f16.expand(count, -1, -1, -1),
+                f16,  # one row for all objects: the fusion block computes its share once
                 masks,
                 others_from_masks(masks),
             )

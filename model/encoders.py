@@ -98,7 +98,8 @@ class ValueEncoder(nn.Module):
 
         Args:
             image: [B, 3, H, W] normalised frames.
-            key_f16: [B, C16, H/16, W/16] key feature of the same frames.
+            key_f16: [B, C16, H/16, W/16] key feature of the same frames, or [1, ...] when every row
+                is the same frame (its share of the fusion block is then computed once).
             mask: [B, 1, H, W] this object's probability.
             others: [B, 1, H, W] sum of the other objects' probabilities, or None for a
                 single-object (4-channel) encoder.

@@ -104,12 +104,29 @@ class FeatureFusionBlock(nn.Module):
         self.block2 = ResBlock(out_channels, out_channels)
 
     def forward(self, value_feature: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
-        """value_feature: [B, Cv, h, w], key_f16: [B, Ck, h, w] -> [B, out, h, w].
+        """value_feature: [B, Cv, h, w], key_f16: [B or 1, Ck, h, w] -> [B, out, h, w].
 
         The concatenation order (value first) matters for checkpoint compatibility.
+        A single key_f16 row (one frame, B objects) is shared by all rows: block1's
+        convolutions are split along their input channels and its key half runs
+        once (same numbers up to float reassociation).
         """
-        x = self.block1(torch.cat([value_feature, key_f16], dim=1))
+        if key_f16.shape[0] == value_feature.shape[0]:
+            x = self.block1(torch.cat([value_feature, key_f16], dim=1))
+        else:
+            x = self._block1_shared_key(value_feature, key_f16)
         return self.block2(x + self.attention(x))
+
+    def _block1_shared_key(self, value_feature: torch.Tensor, key_f16: torch.Tensor) -> torch.Tensor:
+        block, split = self.block1, value_feature.shape[1]
+
+        def conv(conv: nn.Conv2d, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+            own = F.conv2d(x, conv.weight[:, :split], None, conv.stride, conv.padding)
+            return own + F.conv2d(shared, conv.weight[:, split:], conv.bias, conv.stride, conv.padding)
+
+        r = conv(block.conv1, F.relu(value_feature), F.relu(key_f16))
+        r = block.conv2(F.relu(r))
+        return conv(block.downsample, value_feature, key_f16) + r
 
 
 class KeyProjection(nn.Module):

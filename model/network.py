@@ -109,7 +109,8 @@ class PCVOS(nn.Module):
         """One memory value per (frame, object) row.
 
         Args:
-            frames: [B, 3, H, W]; f16: [B, C16, h, w]; masks, others: [B, 1, H, W].
+            frames: [B, 3, H, W]; f16: [B, C16, h, w] (or [1, ...]: one frame for all rows, computed
+                once where it enters the fusion block); masks, others: [B, 1, H, W].
 
         Returns:
             [B, Cv, h, w]

@@ -181,3 +181,14 @@ def test_refine_block_projects_before_padding(size):
     with torch.no_grad():
         for block in layer.blocks:
             assert (block(keys, values, mask) - released_block(block, keys, values, mask)).abs().max() <= 1e-5
+
+
+def test_value_encoder_shares_one_key_feature(small_net):
+    """One f16 row for all objects of a frame = the same row repeated per object."""
+    g = torch.Generator().manual_seed(0)
+    image, masks = torch.randn(1, 3, 48, 64, generator=g), torch.rand(3, 1, 48, 64, generator=g)
+    with torch.no_grad():
+        f16 = small_net.encode_key(image).f16
+        repeated = small_net.encode_value(image.expand(3, -1, -1, -1), f16.expand(3, -1, -1, -1), masks, masks)
+        shared = small_net.encode_value(image.expand(3, -1, -1, -1), f16, masks, masks)
+    assert (shared - repeated).abs().max() <= 1e-5 * repeated.abs().max()
