@@ -23,8 +23,8 @@ from model.refine import ClipAttention
 from util.runtime import COMPILE_MODES, autocast, compile_methods
 
 MEMORY_READ_MODES = ("pmm", "parallel")
-#: CPU: frames per key-encoder call are capped to this many pixels (4 frames at 240x432, 1 at 480p).
-CPU_BATCH_PIXELS = 420_000
+#: CPU: frames per key-encoder call are capped to this many pixels (3 frames at 240x432, 1 at 480p).
+CPU_BATCH_PIXELS = 320_000
 #: Network stages compiled with ``EngineConfig.compile`` (memory reading stays eager).
 COMPILED_STAGES = ("encode_key", "encode_value", "refine_keys", "refine_clip", "decode_context", "decode_objects")
 
@@ -41,7 +41,7 @@ class EngineConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the network stages)
     # Batch sizes of the big convolution stages; they bound activation memory. None = per device: on CUDA the
     # whole clip is encoded at once and 8 frame-object pairs decoded per call; on a CPU batches are kept
-    # cache-sized (CPU_BATCH_PIXELS per key-encoder call, one frame per decoder call), 10-30 % faster there.
+    # cache-sized (CPU_BATCH_PIXELS per key-encoder call, one frame per decoder call), 3-30 % faster there.
     encode_batch: int | None = None  # frames per key-encoder call
     decode_batch: int | None = None  # frame-object pairs per decoder call (rounded to whole frames)
     affinity_budget: int = 1 << 25  # max elements of one affinity/gather chunk (128 MB in fp32)
@@ -264,14 +264,14 @@ class PCVOSEngine:
         )
 
     def _encode_key(self, images: torch.Tensor) -> KeyFeatures:
-        """encode_key of the clip's frames [n, 3, Hp, Wp] in batches of ``encode_batch``, concatenated."""
+        """encode_key of the clip's frames [n, 3, Hp, Wp] in near-equal batches of at most ``encode_batch``."""
         n = images.shape[0]
         step = self.config.encode_batch
         if step is None:
             step = n if self.device.type == "cuda" else max(1, CPU_BATCH_PIXELS // images[0, 0].numel())
         if step >= n:
             return self.net.encode_key(images)
-        parts = [self.net.encode_key(images[start : start + step]) for start in range(0, n, step)]
+        parts = [self.net.encode_key(chunk) for chunk in images.tensor_split(-(-n // step))]
         return KeyFeatures(*(torch.cat(stage) for stage in zip(*parts)))
 
     def _decode(self, refined: torch.Tensor, feats) -> torch.Tensor:
