@@ -83,9 +83,8 @@ class TrainConfig:
     weights: str | None = None  # PCVOS / STCN / stage-0 / our weights to start from
     imagenet: bool = True
     imagenet_dir: str | None = None
-    # 'frozen' (STCN: running statistics fixed, affine trained) or 'train' (batch statistics). Frozen stays the
-    # default even from random initialisation: on the quickstart data it gave J&F 0.27 after 300 iterations
-    # against 0.16 with batch statistics (docs/quickstart.md).
+    # 'frozen' (STCN: running statistics fixed, affine trained; the default, for ImageNet-initialised backbones)
+    # or 'train' (batch statistics; what the quickstart uses from random initialisation, docs/quickstart.md).
     batchnorm: str = "frozen"
     static_root: str = "../static"
     youtube_root: str = "../YouTube"

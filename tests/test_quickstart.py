@@ -25,3 +25,21 @@ def test_quickstart_short(tmp_path):
 
     model, _ = build_model(report["checkpoint"])
     assert model.config.name == "small"
+
+
+def test_training_precision_auto_follows_the_cpu_flags(monkeypatch):
+    from util.runtime import cpu_has_fast_bf16
+
+    plain = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n"
+    assert not cpu_has_fast_bf16(plain)
+    assert cpu_has_fast_bf16(plain.replace("avx512bw", "avx512bw avx512_bf16"))
+    assert cpu_has_fast_bf16(plain.replace("avx512bw", "amx_bf16"))
+    assert not cpu_has_fast_bf16("")
+    import torch
+
+    monkeypatch.setattr(quickstart, "cpu_has_fast_bf16", lambda: False)
+    assert quickstart.training_precision("auto", torch.device("cpu")) == "fp32"
+    assert quickstart.training_precision("auto", torch.device("cuda")) == "bf16"
+    monkeypatch.setattr(quickstart, "cpu_has_fast_bf16", lambda: True)
+    assert quickstart.training_precision("auto", torch.device("cpu")) == "bf16"
+    assert quickstart.training_precision("fp32", torch.device("cpu")) == "fp32"
