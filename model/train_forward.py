@@ -58,7 +58,7 @@ class PerClipUnroll(nn.Module):
     """Training forward of PCVOS over one batch of per-clip samples (DDP wraps this module).
 
     Args:
-        net: the network (its BatchNorms are expected in eval mode, see the trainer).
+        net: the network (the trainer sets its BatchNorms: frozen in eval mode, or batch statistics).
         clip_lengths: frames per clip, e.g. (3, 3) for video, (2,) for stage 0.
         quality: also return a :class:`QualityPrediction` (needs ``net.quality_head``).
     """

@@ -93,7 +93,7 @@ def train_model(args: argparse.Namespace, train_root: Path) -> tuple[Path, list[
         batch_size=args.batch_size,
         lr=args.lr,
         lr_steps=(int(args.iterations * 0.6), int(args.iterations * 0.9)),
-        precision=training_precision(args.precision, resolve_device(args.device)),
+        precision=args.precision,
         batchnorm=args.batchnorm,
         crop_size=args.crop_size,
         num_workers=args.workers,
@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.short:
         args.iterations, args.train_videos, args.val_videos, args.frames = 4, 2, 1, 12
         args.size, args.clip_lengths, args.crop_size, args.batch_size = "64x112", [1, 5], 64, 2
+    args.precision = training_precision(args.precision, resolve_device(args.device))
     height, width = (int(v) for v in args.size.split("x"))
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "training_minutes": minutes,
         "total_minutes": (time.perf_counter() - start) / 60,
         "iterations": args.iterations,
-        "training_precision": training_precision(args.precision, resolve_device(args.device)),
+        "training_precision": args.precision,
         "val_videos": args.val_videos,
         "checkpoint": str(checkpoint),
         "model": "small (not the paper's model)",

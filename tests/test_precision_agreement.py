@@ -27,12 +27,8 @@ def test_mask_agreement_counts_pixels_after_the_first_frame(tmp_path):
         write_index_png(b / f"{t:05d}.png", mask)
     assert precision_agreement.mask_agreement(tmp_path / "a", tmp_path / "b") == (40 - 5, 40)
     (b / "00001.png").unlink()
-    try:
+    with pytest.raises(FileNotFoundError, match="00001.png"):
         precision_agreement.mask_agreement(tmp_path / "a", tmp_path / "b")
-    except FileNotFoundError as error:
-        assert "00001.png" in str(error)
-    else:
-        raise AssertionError("a missing frame must be reported")
 
 
 @pytest.mark.slow
@@ -51,5 +47,6 @@ def test_script_end_to_end_on_a_tiny_set(tmp_path):
     first = read_index_png(next((tmp_path / "davis" / "trainval" / "Annotations" / "480p").glob("*/00000.png")))
     assert rows["fp32"]["pixels"] == 5 * first.size
     assert rows["fp32"]["agreement"] == 1.0  # fp32 twice: deterministic
-    assert 0.0 < rows["bf16"]["agreement"] <= 1.0
+    # bf16 really runs: a random network's probabilities sit near 0.5 and rounding flips many pixels (61 %).
+    assert 0.3 < rows["bf16"]["agreement"] < 0.999
     assert 0.0 <= rows["bf16"]["jf"] <= 1.0

@@ -190,6 +190,7 @@ def test_batchnorm_train_mode_learns_statistics(data, tmp_path):
         assert bool(running.abs().max() > 0) is learned, mode  # frozen statistics stay at their initial zeros
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_same_global_batch(data, tmp_path):
     common = [
         "--stage", "0", "--model-size", "small", "--iterations", "2", "--batch-size", "4", "--crop-size", "48",
