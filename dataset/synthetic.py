@@ -624,19 +624,58 @@ def _open(video: Video) -> tuple[dict[int, int], int, Iterator[tuple[np.ndarray,
     return scene.first_frame, scene.num_frames, frames
 
 
+def relative_motion(masks: Iterable[np.ndarray]) -> dict[int, float]:
+    """How far each target travels, in units of its own size, from a video's label maps.
+
+    For every id: the largest distance of its mask centroid from the centroid
+    where it first appears, divided by its equivalent diameter there
+    (2 sqrt(area / pi)). >= 1 means the object moved by at least its own size.
+    """
+    first: dict[int, tuple[np.ndarray, float]] = {}
+    reach: dict[int, float] = {}
+    for mask in masks:
+        for label in np.unique(mask)[1:].tolist():
+            ys, xs = np.nonzero(mask == label)
+            centre = np.array([xs.mean(), ys.mean()])
+            if label not in first:
+                first[label] = (centre, 2.0 * math.sqrt(len(xs) / math.pi))
+                reach[label] = 0.0
+            reach[label] = max(reach[label], float(np.linalg.norm(centre - first[label][0])))
+    return {label: reach[label] / first[label][1] for label in sorted(first)}
+
+
+def scene_motion(config: SyntheticConfig) -> dict[int, float]:
+    """:func:`relative_motion` of the targets of the video a config renders."""
+    scene = build_scene(config)
+    return relative_motion(render_frame(scene, t)[1] for t in range(scene.num_frames))
+
+
 def make_split(
-    name: str, n_videos: int, config: SyntheticConfig | None = None, seed: int = 0, allow_late: bool = True
+    name: str,
+    n_videos: int,
+    config: SyntheticConfig | None = None,
+    seed: int = 0,
+    allow_late: bool = True,
+    min_motion: float = 0.0,
 ) -> list[VideoSpec]:
     """Several varied lazy videos named f'{name}_{i:03d}'.
 
     Each video gets its own seed, 1..config.num_objects targets and a random
     texture family mix. With allow_late, config.late_objects > 0 gives every
     video that many late objects (adding targets if needed); otherwise every
-    third video (if T > 5) gets one late object.
+    third video (if T > 5) gets one late object. With min_motion > 0, only
+    videos whose every target moves by at least min_motion times its own size
+    (:func:`scene_motion`) are kept, drawing further candidates until there
+    are n_videos (renamed in order).
     """
     base = config or SyntheticConfig(num_objects=3)
-    specs = []
-    for index in range(n_videos):
+    specs: list[VideoSpec] = []
+    index = -1
+    while len(specs) < n_videos:
+        index += 1
+        if min_motion > 0 and index >= 20 * max(1, n_videos):
+            raise ValueError(f"make_split: fewer than {n_videos} of {index} videos move by >= {min_motion} "
+                             "object sizes; raise motion_speed or lower min_motion")
         rng = np.random.default_rng([seed, index])
         objects = int(rng.integers(1, base.num_objects + 1))
         late = 0
@@ -646,7 +685,9 @@ def make_split(
         video_config = replace(
             base, num_objects=objects, late_objects=late, seed=int(rng.integers(2**31 - 1))
         )
-        specs.append(VideoSpec(f"{name}_{index:03d}", video_config))
+        if min_motion > 0 and min(scene_motion(video_config).values()) < min_motion:
+            continue
+        specs.append(VideoSpec(f"{name}_{len(specs):03d}", video_config))
     return specs
 
 

@@ -179,6 +179,36 @@ def test_make_split_varies_and_names() -> None:
     assert not any(s.config.late_objects for s in syn.make_split("d", 6, seed=1, allow_late=False))
 
 
+def test_relative_motion_by_hand() -> None:
+    masks = []
+    for t in range(4):
+        mask = np.zeros((40, 60), np.uint8)
+        mask[5:15, 5 + 5 * t : 15 + 5 * t] = 1  # a 10x10 square, 15 px to the right by frame 3
+        mask[30:34, 50:54] = 3  # a static object with a non-contiguous id
+        if t >= 2:
+            mask[20:28, 0 + 4 * (t - 2) : 8 + 4 * (t - 2)] = 2  # appears at frame 2, then moves 4 px
+        masks.append(mask)
+    motion = syn.relative_motion(masks)
+    assert list(motion) == [1, 2, 3]
+    assert motion[1] == pytest.approx(15 / (2 * np.sqrt(100 / np.pi)))
+    assert motion[2] == pytest.approx(4 / (2 * np.sqrt(64 / np.pi)))
+    assert motion[3] == 0.0
+
+
+def test_make_split_min_motion_keeps_only_moving_videos() -> None:
+    config = syn.SyntheticConfig(num_frames=20, height=64, width=96, motion_speed=0.012, num_distractors=1)
+    plain = syn.make_split("v", 8, config, seed=2, allow_late=False)
+    slow = [s for s in plain if min(syn.scene_motion(s.config).values()) < 1.0]
+    assert slow, "the case needs a candidate that min_motion rejects"
+    kept = syn.make_split("v", 4, config, seed=2, allow_late=False, min_motion=1.0)
+    assert [s.name for s in kept] == [f"v_{i:03d}" for i in range(4)]
+    assert all(min(syn.scene_motion(s.config).values()) >= 1.0 for s in kept)
+    assert {s.config.seed for s in kept} <= {s.config.seed for s in syn.make_split("v", 40, config, seed=2,
+                                                                                     allow_late=False)}
+    with pytest.raises(ValueError, match="move by >= 50"):
+        syn.make_split("v", 1, replace(config, num_frames=4), seed=2, min_motion=50.0)
+
+
 # --------------------------------------------------------------------------- writers
 
 
