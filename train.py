@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-imagenet", action="store_true", help="random backbone initialisation")
     parser.add_argument("--batchnorm", choices=("frozen", "train"), default=d.batchnorm,
                         help="BatchNorm statistics: frozen (STCN, running stats fixed) or train (batch statistics)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="NHWC layout for the network (faster bf16 convolutions on CPUs with oneDNN)")
     parser.add_argument("--static-root", default=d.static_root)
     parser.add_argument("--youtube-root", default=d.youtube_root)
     parser.add_argument("--davis-root", default=d.davis_root)
@@ -97,7 +99,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         output=args.output, run_name=args.run_name, save_every=args.save_every, log_every=args.log_every,
         image_every=args.image_every, seed=args.seed, resume=args.resume, weights=args.weights,
         imagenet=not args.no_imagenet, imagenet_dir=args.imagenet_dir, batchnorm=args.batchnorm,
-        static_root=args.static_root,
+        channels_last=args.channels_last, static_root=args.static_root,
         youtube_root=args.youtube_root, davis_root=args.davis_root, bl30k_root=args.bl30k_root,
         clip_lengths=tuple(args.clip_lengths) if args.clip_lengths else None, intra_gap=args.intra_gap,
         gap_low=args.gap_low, gap_high=args.gap_high, bootstrap_start=args.bootstrap[0],

@@ -19,6 +19,7 @@ from model.trainer import (
     TrainConfig,
     freeze_batchnorm,
     micro_batch_size,
+    resolve,
 )
 from tests.test_datasets import write_static_root, write_video_roots
 
@@ -109,6 +110,24 @@ def test_resume_is_bit_exact(data, tmp_path):
         for name, value in values.items():
             assert torch.equal(value, b["optimizer"]["state"][slot][name]), (slot, name)
     assert full.losses[2:] == second.losses
+
+
+def test_channels_last_trains_the_same_network(data, tmp_path):
+    kw = dict(stage=3, iterations=2, tensorboard=False, save_every=0, clip_lengths=(2, 2))
+    plain = train.run_full(_config(data, tmp_path / "a", **kw))
+    nhwc = train.run_full(_config(data, tmp_path / "b", channels_last=True, **kw))
+    assert nhwc.losses == pytest.approx(plain.losses, rel=1e-4, abs=1e-5)
+    a, b = _state(plain.final)["network"], _state(nhwc.final)["network"]
+    assert a.keys() == b.keys()
+    assert b["key_encoder.conv1.weight"].is_contiguous(memory_format=torch.channels_last)
+    # Adam normalises each step: where a gradient is ~0, an ulp of difference can flip the sign of a
+    # step of size ~lr, so two runs may differ by up to 2 lr per step there; almost all weights agree.
+    lr = resolve(_config(data, tmp_path, **kw)).lr
+    diffs = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a if a[k].is_floating_point()])
+    assert diffs.max().item() <= 2 * lr * kw["iterations"]
+    assert diffs.median().item() < 1e-7
+    model, _ = build_model(nhwc.final)  # a plain, contiguous network loads it
+    assert model.config.name == "small"
 
 
 def test_overfit_single_batch_and_frozen_batchnorm():
