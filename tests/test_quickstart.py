@@ -18,6 +18,10 @@ def test_quickstart_short(tmp_path):
     for row in report["clip_lengths"].values():
         assert 0.0 <= row["J&F"] <= 1.0 and row["fps"] > 0
     assert 0.0 <= report["baseline"]["J&F"] <= 1.0
+    best = max(report["clip_lengths"], key=lambda k: report["clip_lengths"][k]["J&F"])
+    assert report["overlay_clip_length"] == int(best)
+    motion = report["val_motion"]
+    assert 0.0 <= motion["min"] <= motion["median"] <= motion["max"]
     assert (out / "report.md").read_text().startswith("# PCVOS quickstart report")
     for name in ("report.html", "loss.png", "overlay.png"):
         assert (out / name).stat().st_size > 0
@@ -25,6 +29,19 @@ def test_quickstart_short(tmp_path):
 
     model, _ = build_model(report["checkpoint"])
     assert model.config.name == "small"
+
+
+@pytest.mark.slow
+def test_default_validation_set_is_a_fair_test(tmp_path):
+    """The default held-out videos: every target moves by >= its own size; copying the first mask scores <= 0.45."""
+    from dataset.benchmarks import davis_benchmark
+
+    args = quickstart.parse_args(["--out", str(tmp_path), "--train-videos", "1"])
+    _, val_root = quickstart.make_data(args, 128, 224)
+    assert len(list((val_root / "JPEGImages" / "480p").iterdir())) == args.val_videos
+    assert min(quickstart.validation_motion(val_root)) >= 1.0
+    bench = davis_benchmark(val_root, "2017", "val", tmp_path / "baseline")
+    assert quickstart.copy_first_mask(bench, tmp_path / "baseline")["J&F-Mean"] <= 0.45
 
 
 def test_training_precision_auto_follows_the_cpu_flags(monkeypatch):
