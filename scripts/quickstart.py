@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -79,7 +80,14 @@ def make_data(args: argparse.Namespace, height: int, width: int) -> tuple[Path, 
     """Training set (YouTube-VOS + DAVIS train layouts) and a held-out DAVIS-layout validation set."""
     data = args.out / "data"
     train_root, val_root = data / "train", data / "val" / "trainval"
-    if not (val_root / "ImageSets").is_dir():
+    recipe = {key: getattr(args, key) for key in (
+        "train_videos", "val_videos", "frames", "object_scale", "motion_speed", "lookalike_shift", "seed", "short")}
+    recipe.update(size=[height, width], object_scale=list(args.object_scale))
+    stamp = data / "recipe.json"  # written last: a half-written or older data folder has none
+    if not (stamp.is_file() and json.loads(stamp.read_text()) == recipe):
+        if data.exists():
+            print(f"      {data} is incomplete or was made with other settings: generating it again")
+            shutil.rmtree(data)
         config = SyntheticConfig(
             num_frames=args.frames, height=height, width=width, num_objects=2, object_scale=tuple(args.object_scale),
             motion_speed=args.motion_speed, lookalike_shift=args.lookalike_shift,
@@ -90,6 +98,7 @@ def make_data(args: argparse.Namespace, height: int, width: int) -> tuple[Path, 
         val_videos = make_split("val", args.val_videos, config, seed=args.seed + 5000, allow_late=False,
                                 min_motion=0.0 if args.short else 1.0)
         write_davis(val_root, val_videos, split="val")
+        stamp.write_text(json.dumps(recipe))
     return train_root, val_root
 
 
@@ -259,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"[1/4] synthetic data in {args.out / 'data'}")
-    train_root, val_root = make_data(args, height, width)
+    try:
+        train_root, val_root = make_data(args, height, width)
+    except ValueError as error:  # e.g. --motion-speed too low for the validation videos to move enough
+        print(f"quickstart: error: {error}", file=sys.stderr)
+        return 2
     print(f"[2/4] training the small CPU model for {args.iterations} iterations")
     checkpoint, losses, minutes = train_model(args, train_root)
     print(f"[3/4] evaluating at L = {args.clip_lengths}")

@@ -44,6 +44,35 @@ def test_default_validation_set_is_a_fair_test(tmp_path):
     assert quickstart.copy_first_mask(bench, tmp_path / "baseline")["J&F-Mean"] <= 0.45
 
 
+def test_data_is_reused_only_with_the_same_settings(tmp_path):
+    def make(*flags):
+        args = quickstart.parse_args(["--out", str(tmp_path), "--train-videos", "1", "--val-videos", "1",
+                                      "--frames", "6", "--motion-speed", "0.2", *flags])
+        return quickstart.make_data(args, 32, 48)
+
+    _, val_root = make()
+    frame = next((val_root / "JPEGImages" / "480p").iterdir()) / "00000.jpg"
+    before = frame.read_bytes()
+    (tmp_path / "data" / "marker").write_text("kept")
+    make()  # same settings: nothing is regenerated
+    assert (tmp_path / "data" / "marker").exists()
+    make("--lookalike-shift", "30", "--seed", "3")  # other settings: generated again from scratch
+    assert not (tmp_path / "data" / "marker").exists()
+    assert frame.read_bytes() != before
+    (tmp_path / "data" / "recipe.json").unlink()  # an interrupted or older folder has no stamp
+    (tmp_path / "data" / "marker").write_text("stale")
+    make()
+    assert not (tmp_path / "data" / "marker").exists() and frame.read_bytes() == before
+
+
+def test_too_little_motion_is_a_clear_error(tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "--train-videos", "1", "--val-videos", "1", "--frames", "6",
+            "--size", "32x48", "--motion-speed", "0.001"]
+    assert quickstart.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "quickstart: error:" in err and "move by >= 1.0" in err and "motion_speed" in err
+
+
 def test_training_precision_auto_follows_the_cpu_flags(monkeypatch):
     from util.runtime import cpu_has_fast_bf16
 
