@@ -86,8 +86,8 @@ class TrainConfig:
     # 'frozen' (STCN: running statistics fixed, affine trained; the default, for ImageNet-initialised backbones)
     # or 'train' (batch statistics; what the quickstart uses from random initialisation, docs/quickstart.md).
     batchnorm: str = "frozen"
-    # NHWC weights and activations: oneDNN's faster layout for bf16 on CPUs (0.69 vs 0.74 s/it for the
-    # quickstart, docs/training.md); the state_dict is the same either way.
+    # NHWC weights and activations: oneDNN's faster layout on CPUs (quickstart: 0.69 vs 0.74 s/it in bf16,
+    # 0.84 vs 1.00 in fp32; docs/training.md); the state_dict is the same either way.
     channels_last: bool = False
     static_root: str = "../static"
     youtube_root: str = "../YouTube"
