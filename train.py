@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, help="learning rate (default: preset, 1e-5)")
     parser.add_argument("--lr-steps", type=int, nargs="+", help="iterations where the LR is multiplied by 0.1")
     parser.add_argument("--lr-gamma", type=float, default=d.lr_gamma)
+    parser.add_argument("--lr-schedule", choices=("step", "cosine"), default=d.lr_schedule,
+                        help="step: x lr-gamma at each --lr-steps (paper); cosine: half a cosine from --lr to 0")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--optimizer", choices=("adam", "adamw"), default=d.optimizer)
     parser.add_argument("--crop-size", type=int, default=d.crop_size)
@@ -94,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         stage=args.stage, model_size=args.model_size, iterations=args.iterations, batch_size=args.batch_size,
         lr=args.lr, lr_steps=tuple(args.lr_steps) if args.lr_steps else None, lr_gamma=args.lr_gamma,
+        lr_schedule=args.lr_schedule,
         weight_decay=args.weight_decay, optimizer=args.optimizer, crop_size=args.crop_size, min_scale=args.min_scale,
         num_workers=args.num_workers, accum_steps=args.accum_steps, precision=args.precision, device=args.device,
         output=args.output, run_name=args.run_name, save_every=args.save_every, log_every=args.log_every,

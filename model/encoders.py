@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision.models import resnet18, resnet50
+from torchvision.models.resnet import BasicBlock
 
 from model.modules import FeatureFusionBlock
 
@@ -68,6 +69,27 @@ def _add_conv_biases(module: nn.Module) -> None:
             _add_conv_biases(child)
 
 
+def _narrow_resnet18(width: int) -> nn.Module:
+    """Stem and layer1..layer3 of a ResNet-18 with ``width`` instead of 64 channels in its first stage
+    (torchvision's module names, so the state_dict keys are those of the full-width encoder)."""
+
+    def stage(inplanes: int, planes: int, stride: int) -> nn.Sequential:
+        down = None
+        if stride != 1 or inplanes != planes:
+            down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+        return nn.Sequential(BasicBlock(inplanes, planes, stride, down), BasicBlock(planes, planes))
+
+    net = nn.Module()
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    net.relu = nn.ReLU(inplace=True)
+    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    net.layer1 = stage(width, width, 1)
+    net.layer2 = stage(width, 2 * width, 2)
+    net.layer3 = stage(2 * width, 4 * width, 2)
+    return net
+
+
 class ValueEncoder(nn.Module):
     """ResNet-18 over [image, mask, others] (every conv biased) + fusion with the key f16.
 
@@ -75,11 +97,13 @@ class ValueEncoder(nn.Module):
         key_channels: channels of the key encoder's f16 (1024 for ResNet-50).
         value_dim: output channels (512 in the paper).
         in_channels: 5 for multi-object models, 4 for a stage-0 (single object) model.
+        width: channels of the ResNet-18's first stage (64 = the paper's; layer3 gives 4 x width). The
+            quickstart's small model uses 32: a quarter of the FLOPs, no ImageNet weights.
     """
 
-    def __init__(self, key_channels: int = 1024, value_dim: int = 512, in_channels: int = 5) -> None:
+    def __init__(self, key_channels: int = 1024, value_dim: int = 512, in_channels: int = 5, width: int = 64) -> None:
         super().__init__()
-        net = resnet18(weights=None)
+        net = resnet18(weights=None) if width == 64 else _narrow_resnet18(width)
         _add_conv_biases(net)
         self.conv1 = _with_bias(net.conv1, in_channels)
         self.bn1 = net.bn1
@@ -88,7 +112,7 @@ class ValueEncoder(nn.Module):
         self.layer1 = net.layer1
         self.layer2 = net.layer2
         self.layer3 = net.layer3
-        self.fuser = FeatureFusionBlock(256 + key_channels, value_dim)
+        self.fuser = FeatureFusionBlock(4 * width + key_channels, value_dim)
         self.in_channels = in_channels
 
     def forward(

@@ -33,8 +33,8 @@ class PCVOSConfig:
     """Architecture knobs. The defaults are the paper's released model.
 
     ``small()`` gives the CPU quickstart model: NOT the paper's model, a
-    ResNet-18 key encoder and narrower value/decoder widths so it trains in
-    minutes on a laptop CPU.
+    ResNet-18 key encoder, a half-width ResNet-18 value encoder and narrower
+    value/decoder widths so it trains in minutes on a laptop CPU.
     """
 
     key_backbone: str = "resnet50"  # resnet50 (paper) or resnet18 (quickstart)
@@ -46,12 +46,15 @@ class PCVOSConfig:
     refine_depths: tuple[int, ...] = (2,)
     refine_windows: tuple[tuple[int, int, int], ...] = ((2, 7, 7),)
     value_in_channels: int = 5  # 5 = image, mask, others; 4 = stage-0 single-object model
+    value_width: int = 64  # first-stage channels of the value encoder's ResNet-18 (64 = paper)
     quality_head: bool = False  # optional QDMN-style mask-quality head (model/quality.py); not in official weights
     name: str = field(default="paper")
 
     @classmethod
     def small(cls) -> PCVOSConfig:
-        return cls(key_backbone="resnet18", value_dim=128, hidden_dim=64, decoder_dim=64, name="small")
+        return cls(
+            key_backbone="resnet18", value_dim=128, hidden_dim=64, decoder_dim=64, value_width=32, name="small"
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +86,7 @@ class PCVOS(nn.Module):
         c4, c8, c16 = KEY_BACKBONE_CHANNELS[config.key_backbone]
         # Attribute order = state_dict order of the official checkpoint.
         self.key_encoder = KeyEncoder(config.key_backbone)
-        self.value_encoder = ValueEncoder(c16, config.value_dim, config.value_in_channels)
+        self.value_encoder = ValueEncoder(c16, config.value_dim, config.value_in_channels, config.value_width)
         self.key_proj = KeyProjection(c16, config.key_dim)
         self.key_comp = nn.Conv2d(c16, config.value_dim, kernel_size=3, padding=1)
         if config.refine:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 import random
 import sys
@@ -65,6 +66,9 @@ class TrainConfig:
     lr: float | None = None
     lr_steps: tuple[int, ...] | None = None
     lr_gamma: float = 0.1
+    # 'step' (STCN / PCVOS: x lr_gamma at each of lr_steps) or 'cosine' (half a cosine from lr to 0 over the
+    # iterations, lr_steps unused; the quickstart's schedule, docs/quickstart.md)
+    lr_schedule: str = "step"
     weight_decay: float = 1e-7
     optimizer: str = "adam"  # 'adam' (STCN) or 'adamw'
     crop_size: int = 384
@@ -129,6 +133,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
     out = dataclasses.replace(out, lr_steps=tuple(int(s) for s in out.lr_steps), clip_lengths=tuple(out.clip_lengths))
     if out.crop_size % 16:
         raise ValueError(f"--crop-size {out.crop_size}: must be a multiple of 16")
+    if out.lr_schedule not in ("step", "cosine"):
+        raise ValueError(f"--lr-schedule {out.lr_schedule!r}: choose step or cosine")
     if out.optimizer not in ("adam", "adamw"):
         raise ValueError(f"--optimizer {out.optimizer!r}: choose adam or adamw")
     if out.quality_only and not out.quality_head:
@@ -266,8 +272,26 @@ def atomic_save(obj: dict, path: Path) -> Path:
 
 def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:
     state = scheduler.state_dict()
-    state["milestones"] = {int(k): int(v) for k, v in state.get("milestones", {}).items()}
+    if "milestones" in state:  # MultiStepLR: a Counter; plain ints for weights_only loading
+        state["milestones"] = {int(k): int(v) for k, v in state["milestones"].items()}
     return state
+
+
+class CosineFactor:
+    """LR factor of iteration i: half a cosine from 1 at i = 0 to 0 at i = total (a picklable LambdaLR rule)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(1, int(total))
+
+    def __call__(self, iteration: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(iteration, self.total) / self.total))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of ``config`` (stepped once per iteration)."""
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineFactor(config.iterations))
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_steps), config.lr_gamma)
 
 
 # --------------------------------------------------------------------------- the run
@@ -327,7 +351,7 @@ class Trainer:
         params = [p for p in self.net.parameters() if p.requires_grad]
         opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
         self.optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(config.lr_steps), config.lr_gamma)
+        self.scheduler = build_scheduler(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.bootstrap = BootstrapSchedule(config.bootstrap_start, config.bootstrap_end)
         if config.resume:
@@ -352,10 +376,14 @@ class Trainer:
             return
         try:
             load_imagenet_weights(self.net.key_encoder, self.net.config.key_backbone, cfg.imagenet_dir)
-            load_imagenet_weights(self.net.value_encoder, "resnet18", cfg.imagenet_dir)
+            full_width = self.net.config.value_width == 64
+            if full_width:
+                load_imagenet_weights(self.net.value_encoder, "resnet18", cfg.imagenet_dir)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"{error}\n(ImageNet initialisation is the STCN/PCVOS recipe.)") from error
-        self.log("backbones: ImageNet initialisation")
+        self.log("backbones: ImageNet initialisation" if full_width else
+                 f"key encoder: ImageNet initialisation; value encoder (width {self.net.config.value_width}, no "
+                 "ImageNet weights of that shape): random initialisation")
 
     def _resume(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -366,7 +394,12 @@ class Trainer:
         self.net.load_state_dict(state["network"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         sched = dict(state["scheduler"])
-        sched["milestones"] = Counter(sched["milestones"])
+        if ("milestones" in sched) != isinstance(self.scheduler, torch.optim.lr_scheduler.MultiStepLR):
+            raise ValueError(f"{path}: saved with another --lr-schedule than this run's {self.config.lr_schedule!r}")
+        if "milestones" in sched:
+            sched["milestones"] = Counter(sched["milestones"])
+        else:  # the cosine rule is rebuilt from the config, not loaded
+            sched["lr_lambdas"] = [None] * len(sched.get("lr_lambdas", [None]))
         self.scheduler.load_state_dict(sched)
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])

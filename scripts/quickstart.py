@@ -45,12 +45,17 @@ from util.video_io import overlay  # noqa: E402
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="everything goes here")
-    p.add_argument("--iterations", type=int, default=1900, help="training iterations (18-20 min on 2 cores in bf16)")
+    p.add_argument("--iterations", type=int, default=2250,
+                   help="training iterations (about 20 min on 2 cores in bf16 at 0.52 s/it)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop-size", type=int, default=112,
                    help="training crop; 112 = a 7x7 stride-16 grid, so the refinement trains on whole 7x7 windows")
-    p.add_argument("--lr", type=float, default=2e-4, help="higher than the paper's 1e-5: training from scratch; "
-                   "x0.1 at 60 %% and again at 90 %% of the iterations")
+    p.add_argument("--lr", type=float, default=2e-4,
+                   help="peak learning rate; higher than the paper's 1e-5: training from scratch (1e-4 and 3e-4 "
+                   "did worse, docs/quickstart.md)")
+    p.add_argument("--lr-schedule", choices=("step", "cosine"), default="cosine",
+                   help="cosine: half a cosine from --lr to 0 over the run; step: x0.1 at 60 %% and 90 %% of the "
+                   "iterations (the schedule of sessions 3-5)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training precision; auto: bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16 / AMX, "
                    "1.6x faster per iteration there), else fp32. Evaluation always runs in fp32")
@@ -118,6 +123,7 @@ def train_model(args: argparse.Namespace, train_root: Path) -> tuple[Path, list[
         batch_size=args.batch_size,
         lr=args.lr,
         lr_steps=(int(args.iterations * 0.6), int(args.iterations * 0.9)),
+        lr_schedule=args.lr_schedule,
         precision=args.precision,
         batchnorm=args.batchnorm,
         channels_last=True,

