@@ -69,9 +69,9 @@ def _add_conv_biases(module: nn.Module) -> None:
             _add_conv_biases(child)
 
 
-def _narrow_resnet18(width: int) -> nn.Module:
-    """Stem and layer1..layer3 of a ResNet-18 with ``width`` instead of 64 channels in its first stage
-    (torchvision's module names, so the state_dict keys are those of the full-width encoder)."""
+def _resnet18_trunk(width: int) -> nn.Module:
+    """Stem and layer1..layer3 of a ResNet-18 whose first stage has ``width`` channels (64 = torchvision's),
+    with torchvision's module names: the state_dict keys do not depend on the width."""
 
     def stage(inplanes: int, planes: int, stride: int) -> nn.Sequential:
         down = None
@@ -103,7 +103,7 @@ class ValueEncoder(nn.Module):
 
     def __init__(self, key_channels: int = 1024, value_dim: int = 512, in_channels: int = 5, width: int = 64) -> None:
         super().__init__()
-        net = resnet18(weights=None) if width == 64 else _narrow_resnet18(width)
+        net = _resnet18_trunk(width)
         _add_conv_biases(net)
         self.conv1 = _with_bias(net.conv1, in_channels)
         self.bn1 = net.bn1

@@ -399,7 +399,7 @@ class Trainer:
         if "milestones" in sched:
             sched["milestones"] = Counter(sched["milestones"])
         else:  # the cosine rule is rebuilt from the config, not loaded
-            sched["lr_lambdas"] = [None] * len(sched.get("lr_lambdas", [None]))
+            sched["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)
         self.scheduler.load_state_dict(sched)
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
