@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -230,6 +231,7 @@ def write_report(args, report: dict) -> None:
     rows = [f"| L = {length} | {v['J&F']:.3f} | {v['J']:.3f} | {v['F']:.3f} | {v['fps']:.1f} |"
             for length, v in report["clip_lengths"].items()]
     base, motion = report["baseline"], report["val_motion"]
+    best, ckpt = report["overlay_clip_length"], shlex.quote(report["checkpoint"])
     md = "\n".join([
         "# PCVOS quickstart report",
         "",
@@ -253,14 +255,27 @@ def write_report(args, report: dict) -> None:
         f"Checkpoint: `{report['checkpoint']}`",
         "",
     ])
+    commands = [
+        f"python eval_davis.py --model {ckpt} --davis-path DAVIS_ROOT --output out/ -L {best}",
+        f"python segment.py --model {ckpt} --video VIDEO --mask FIRST_MASK.png --output out/ -L {best} --size -1",
+    ]
+    height, width = (int(v) for v in args.size.split("x"))
+    low, high = (round(scale * min(height, width)) for scale in args.object_scale)
+    usage = (f"Use its best clip length (`-L {best}`; the drivers' default, L = 5, is the paper model's) and the "
+             f"videos' own resolution (`--size -1`): the model learnt objects of about {low}-{high} pixels.")
+    md += "\n".join(["## Run this checkpoint on other videos", "", usage, "", "```bash", *commands, "```", ""])
     (args.out / "report.md").write_text(md)
-    body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else "" for line in md.splitlines())
+    body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else ""
+                   for line in md.split("## Run this checkpoint")[0].splitlines())
     table = "".join(f"<tr><td>L = {k}</td><td>{v['J&F']:.3f}</td><td>{v['fps']:.1f}</td></tr>"
                     for k, v in report["clip_lengths"].items())
+    code = html.escape("\n".join(commands))
     (args.out / "report.html").write_text(
         f"<html><body>{body}<table border=1><tr><th>method</th><th>J&amp;F</th><th>FPS</th></tr>{table}"
         f"<tr><td>copy first mask</td><td>{base['J&F']:.3f}</td><td>-</td></tr></table>"
-        "<img src='loss.png'><br><img src='overlay.png'></body></html>"
+        "<img src='loss.png'><br><img src='overlay.png'>"
+        f"<h2>Run this checkpoint on other videos</h2><p>{html.escape(usage.replace('`', ''))}</p>"
+        f"<pre>{code}</pre></body></html>"
     )
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 
@@ -29,6 +30,24 @@ def test_quickstart_short(tmp_path):
 
     model, _ = build_model(report["checkpoint"])
     assert model.config.name == "small"
+
+    # The report's command for other videos reproduces its own number at the best clip length.
+    import eval_davis
+
+    markdown = (out / "report.md").read_text()
+    line = next(li for li in markdown.splitlines() if li.startswith("python eval_davis.py"))
+    argv = [str(out / "data" / "val") if a == "DAVIS_ROOT" else str(tmp_path / "rerun") if a == "out/" else a
+            for a in shlex.split(line)[2:]]
+    assert argv[argv.index("-L") + 1] == best
+    assert eval_davis.main([*argv, "--device", "cpu", "--workers", "0"]) == 0
+    rerun = (tmp_path / "rerun" / "global_results-val.csv").read_text().splitlines()
+    row = dict(zip(rerun[0].split(","), rerun[1].split(",")))
+    assert float(row["J&F-Mean"]) == pytest.approx(report["clip_lengths"][best]["J&F"], abs=1e-3)
+    ours = sorted((out / "eval" / f"L{best}").glob("*/*.png"))
+    assert ours and [p.relative_to(out / "eval" / f"L{best}") for p in ours] == [
+        p.relative_to(tmp_path / "rerun") for p in sorted((tmp_path / "rerun").glob("*/*.png"))]
+    assert all(p.read_bytes() == (tmp_path / "rerun" / p.relative_to(out / "eval" / f"L{best}")).read_bytes()
+               for p in ours)
 
 
 @pytest.mark.slow
