@@ -263,7 +263,7 @@ def write_report(args, report: dict) -> None:
     low, high = (round(scale * min(height, width)) for scale in args.object_scale)
     usage = (f"Use its best clip length (`-L {best}`; the drivers' default, L = 5, is the paper model's) and the "
              f"videos' own resolution (`--size -1`): the model learnt objects of about {low}-{high} pixels.")
-    md += "\n".join(["## Run this checkpoint on other videos", "", usage, "", "```bash", *commands, "```", ""])
+    md += "\n".join(["", "## Run this checkpoint on other videos", "", usage, "", "```bash", *commands, "```", ""])
     (args.out / "report.md").write_text(md)
     body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else ""
                    for line in md.split("## Run this checkpoint")[0].splitlines())
