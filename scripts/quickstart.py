@@ -259,14 +259,12 @@ def write_report(args, report: dict) -> None:
         f"python eval_davis.py --model {ckpt} --davis-path DAVIS_ROOT --output out/ -L {best}",
         f"python segment.py --model {ckpt} --video VIDEO --mask FIRST_MASK.png --output out/ -L {best} --size -1",
     ]
-    height, width = (int(v) for v in args.size.split("x"))
-    low, high = (round(scale * min(height, width)) for scale in args.object_scale)
+    low, high = (round(scale * min(report["frame_size"])) for scale in args.object_scale)
     usage = (f"Use its best clip length (`-L {best}`; the drivers' default, L = 5, is the paper model's) and the "
              f"videos' own resolution (`--size -1`): the model learnt objects of about {low}-{high} pixels.")
+    body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else "" for line in md.splitlines())
     md += "\n".join(["", "## Run this checkpoint on other videos", "", usage, "", "```bash", *commands, "```", ""])
     (args.out / "report.md").write_text(md)
-    body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else ""
-                   for line in md.split("## Run this checkpoint")[0].splitlines())
     table = "".join(f"<tr><td>L = {k}</td><td>{v['J&F']:.3f}</td><td>{v['fps']:.1f}</td></tr>"
                     for k, v in report["clip_lengths"].items())
     code = html.escape("\n".join(commands))
@@ -312,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "iterations": args.iterations,
         "training_precision": args.precision,
         "val_videos": args.val_videos,
+        "frame_size": [height, width],
         "val_motion": {"min": float(np.min(motion)), "median": float(np.median(motion)), "max": float(np.max(motion))},
         "checkpoint": str(checkpoint),
         "model": "small (not the paper's model)",

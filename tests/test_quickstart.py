@@ -19,6 +19,7 @@ def test_quickstart_short(tmp_path):
     for row in report["clip_lengths"].values():
         assert 0.0 <= row["J&F"] <= 1.0 and row["fps"] > 0
     assert 0.0 <= report["baseline"]["J&F"] <= 1.0
+    assert report["frame_size"] == [64, 112]
     best = max(report["clip_lengths"], key=lambda k: report["clip_lengths"][k]["J&F"])
     assert report["overlay_clip_length"] == int(best)
     motion = report["val_motion"]
@@ -31,7 +32,9 @@ def test_quickstart_short(tmp_path):
     model, _ = build_model(report["checkpoint"])
     assert model.config.name == "small"
 
-    # The report's command for other videos reproduces its own number at the best clip length.
+    # The report's command for other videos runs as printed, at the best clip length, and writes the masks and
+    # J&F of the report. (After 4 iterations those masks are empty beyond frame 0: this checks the command line
+    # and its plumbing, not accuracy.)
     import eval_davis
 
     markdown = (out / "report.md").read_text()
