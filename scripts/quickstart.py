@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import json
 import shlex
@@ -41,6 +42,16 @@ from model.trainer import TrainConfig  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
 from util.runtime import cpu_has_fast_bf16, resolve_device  # noqa: E402
 from util.video_io import overlay  # noqa: E402
+
+PROBE_ITERATIONS = 20  # timing probe before training (iterations 0-4 are warm-up and not timed)
+PROBE_WARMUP = 5
+# Evaluation and report of the default set-up (6 videos of 40 frames, 128x224, 3 clip lengths) took about 40 s on a
+# machine training at 0.52 s/iteration; 60 s is budgeted for it, scaled by the measured speed and the workload.
+EVAL_SECONDS, EVAL_SPEED, EVAL_WORKLOAD = 60.0, 0.52, 6 * 40 * 128 * 224 * 3
+BUDGET_MARGIN_S = 30.0
+# The probe's iterations ran 8 % faster than the whole run's average in session 8 (0.551 against 0.597 s): plan
+# with the measured speed times this factor.
+PROBE_SAFETY = 1.15
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,6 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0,
                    help="data-loading processes; 0 (load in the training process) is fastest on 2 cores, where "
                    "worker processes compete with the training threads")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help=f"minutes for the whole run (default 25; 0 with --short): a timing probe of "
+                   f"{PROBE_ITERATIONS} iterations measures this machine and, where --iterations would not fit, "
+                   "trains fewer (0 = always train --iterations)")
     p.add_argument("--short", action="store_true", help="a few iterations on tiny data (what the tests run)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -116,8 +131,8 @@ def training_precision(choice: str, device) -> str:
     return "bf16" if device.type == "cuda" or cpu_has_fast_bf16() else "fp32"
 
 
-def train_model(args: argparse.Namespace, train_root: Path) -> tuple[Path, list[float], float]:
-    config = TrainConfig(
+def training_config(args: argparse.Namespace, train_root: Path) -> TrainConfig:
+    return TrainConfig(
         stage=3,
         model_size="small",
         iterations=args.iterations,
@@ -144,6 +159,42 @@ def train_model(args: argparse.Namespace, train_root: Path) -> tuple[Path, list[
         device=args.device,
         seed=args.seed,
     )
+
+
+def probe_speed(config: TrainConfig) -> float:
+    """Seconds per training iteration on this machine: PROBE_ITERATIONS iterations of the real training, the
+    first PROBE_WARMUP untimed; the probe's weights are thrown away."""
+    probe_dir = Path(config.output) / "probe"
+    marks: dict[int, float] = {}
+    probe = dataclasses.replace(
+        config, iterations=max(config.iterations, PROBE_ITERATIONS), stop_after=PROBE_ITERATIONS,
+        output=str(probe_dir), run_name="probe", save_every=0, image_every=0, log_every=PROBE_ITERATIONS,
+        tensorboard=False, progress="none",
+    )
+    try:
+        train.run_full(probe, lambda iteration, _metrics: marks.__setitem__(iteration, time.perf_counter()))
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    last, first = PROBE_ITERATIONS - 1, PROBE_WARMUP - 1
+    return (marks[last] - marks[first]) / (last - first)
+
+
+def evaluation_seconds(args: argparse.Namespace, height: int, width: int, per_iteration: float) -> float:
+    """Estimated evaluation + report time, scaled from the default set-up by machine speed and workload."""
+    workload = args.val_videos * args.frames * height * width * len(args.clip_lengths)
+    return EVAL_SECONDS * (per_iteration / EVAL_SPEED) * (workload / EVAL_WORKLOAD)
+
+
+def plan_iterations(requested: int, per_iteration: float, elapsed_s: float, budget_min: float, eval_s: float) -> int:
+    """The iterations that fit the budget: all of ``requested`` if they fit, else as many as fit the time left
+    after what has run (elapsed_s), the evaluation (eval_s) and a margin; at least 1."""
+    if budget_min <= 0:
+        return requested
+    left = budget_min * 60 - elapsed_s - eval_s - BUDGET_MARGIN_S
+    return max(1, min(requested, int(left / per_iteration)))
+
+
+def train_model(args: argparse.Namespace, config: TrainConfig) -> tuple[Path, list[float], float]:
     start = time.perf_counter()
     result = train.run_full(config)
     return result.final, result.losses, (time.perf_counter() - start) / 60
@@ -240,6 +291,9 @@ def write_report(args, report: dict) -> None:
         f"{report['val_videos']} held-out synthetic videos with the DAVIS 2017 J&F of util/davis_metrics.",
         f"Their targets travel {motion['min']:.1f} to {motion['max']:.1f} times their own size (median "
         f"{motion['median']:.1f}) from where they are first labelled.",
+        *([f"This machine was too slow for all {report['iterations_requested']} iterations in the "
+           f"{report['time_budget_minutes']:g}-minute budget (`--time-budget 0` trains them all)."]
+          if report["iterations"] < report["iterations_requested"] else []),
         "",
         "| method | J&F | J | F | FPS (engine) |",
         "|---|---|---|---|---|",
@@ -283,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.short:
         args.iterations, args.train_videos, args.val_videos, args.frames = 4, 2, 1, 12
         args.size, args.clip_lengths, args.crop_size, args.batch_size = "64x112", [1, 5], 64, 2
+    if args.time_budget is None:
+        args.time_budget = 0.0 if args.short else 25.0
     args.precision = training_precision(args.precision, resolve_device(args.device))
     height, width = (int(v) for v in args.size.split("x"))
     start = time.perf_counter()
@@ -293,8 +349,22 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # e.g. --motion-speed too low for the validation videos to move enough
         print(f"quickstart: error: {error}", file=sys.stderr)
         return 2
+    config = training_config(args, train_root)
+    requested = args.iterations
+    if args.time_budget > 0:
+        print(f"      timing {PROBE_ITERATIONS} iterations to fit the {args.time_budget:g}-minute budget")
+        per_iteration = probe_speed(config) * PROBE_SAFETY
+        args.iterations = plan_iterations(
+            requested, per_iteration, time.perf_counter() - start, args.time_budget,
+            evaluation_seconds(args, height, width, per_iteration),
+        )
+        if args.iterations < requested:
+            print(f"      this machine trains at about {per_iteration:.2f} s/iteration: {args.iterations} of the "
+                  f"{requested} iterations fit the {args.time_budget:g}-minute budget (--time-budget 0 trains "
+                  "them all)")
+            config = training_config(args, train_root)
     print(f"[2/4] training the small CPU model for {args.iterations} iterations")
-    checkpoint, losses, minutes = train_model(args, train_root)
+    checkpoint, losses, minutes = train_model(args, config)
     print(f"[3/4] evaluating at L = {args.clip_lengths}")
     per_length, baseline = evaluate(args, checkpoint, val_root)
     motion = validation_motion(val_root)
@@ -308,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         "training_minutes": minutes,
         "total_minutes": (time.perf_counter() - start) / 60,
         "iterations": args.iterations,
+        "iterations_requested": requested,
+        "time_budget_minutes": args.time_budget,
         "training_precision": args.precision,
         "val_videos": args.val_videos,
         "frame_size": [height, width],

@@ -111,3 +111,33 @@ def test_training_precision_auto_follows_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(quickstart, "cpu_has_fast_bf16", lambda: True)
     assert quickstart.training_precision("auto", torch.device("cpu")) == "bf16"
     assert quickstart.training_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
+    args = quickstart.parse_args([])
+    assert args.time_budget is None and args.iterations == 2250
+    # 6 videos x 40 frames of 128x224 at 3 clip lengths is the reference workload: 60 s at 0.52 s/iteration.
+    assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(60.0)
+    assert quickstart.evaluation_seconds(args, 128, 224, 1.04) == pytest.approx(120.0)
+    args.val_videos = 12
+    assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(120.0)
+    # (25 min - 40 s elapsed - 60 s evaluation - 30 s margin) / 0.52 s = 2653 >= 2250: all of them.
+    assert quickstart.plan_iterations(2250, 0.52, 40.0, 25.0, 60.0) == 2250
+    # At 0.65 s/iteration only (1500 - 40 - 75 - 30) / 0.65 = 2084 fit.
+    assert quickstart.plan_iterations(2250, 0.65, 40.0, 25.0, 75.0) == 2084
+    assert quickstart.plan_iterations(2250, 0.65, 40.0, 0.0, 75.0) == 2250  # no budget
+    assert quickstart.plan_iterations(2250, 0.65, 2000.0, 25.0, 75.0) == 1  # over budget already: 1, not <= 0
+
+
+@pytest.mark.slow
+def test_quickstart_short_probes_the_machine_and_fits_the_budget(tmp_path, capsys):
+    out = tmp_path / "qs"
+    argv = ["--short", "--time-budget", "0.2", "--out", str(out), "--workers", "0", "--device", "cpu"]
+    assert quickstart.main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["iterations_requested"] == 4 and report["iterations"] == 1  # 12 s cannot hold 4 iterations
+    assert report["time_budget_minutes"] == 0.2
+    assert "too slow for all 4 iterations in the 0.2-minute budget" in (out / "report.md").read_text()
+    assert "1 of the 4 iterations fit the 0.2-minute budget" in capsys.readouterr().out
+    assert not (out / "runs" / "probe").exists()  # the probe's weights are thrown away
+    assert report["checkpoint"] == str(out / "runs" / "quickstart" / "quickstart_final.pth")
