@@ -115,7 +115,7 @@ def test_training_precision_auto_follows_the_cpu_flags(monkeypatch):
 
 def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     args = quickstart.parse_args([])
-    assert args.time_budget is None and args.iterations == 2250
+    assert args.time_budget == 0.0 and args.iterations == 2250  # off unless asked for
     # 6 videos x 40 frames of 128x224 at 3 clip lengths is the reference workload: 60 s at 0.52 s/iteration.
     assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(60.0)
     assert quickstart.evaluation_seconds(args, 128, 224, 1.04) == pytest.approx(120.0)
