@@ -121,7 +121,7 @@ def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     assert quickstart.evaluation_seconds(args, 128, 224, 1.04) == pytest.approx(120.0)
     args.val_videos = 12
     assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(120.0)
-    # (25 min - 40 s elapsed - 60 s evaluation - 30 s margin) / 0.52 s = 2653 >= 2250: all of them.
+    # (25 min - 40 s elapsed - 60 s evaluation - 30 s margin) / 0.52 s = 2634 >= 2250: all of them.
     assert quickstart.plan_iterations(2250, 0.52, 40.0, 25.0, 60.0) == 2250
     # At 0.65 s/iteration only (1500 - 40 - 75 - 30) / 0.65 = 2084 fit.
     assert quickstart.plan_iterations(2250, 0.65, 40.0, 25.0, 75.0) == 2084
