@@ -141,3 +141,21 @@ def test_quickstart_short_probes_the_machine_and_fits_the_budget(tmp_path, capsy
     assert "1 of the 4 iterations fit the 0.2-minute budget" in capsys.readouterr().out
     assert not (out / "runs" / "probe").exists()  # the probe's weights are thrown away
     assert report["checkpoint"] == str(out / "runs" / "quickstart" / "quickstart_final.pth")
+
+
+@pytest.mark.slow
+def test_the_probe_does_not_change_the_trained_weights(tmp_path):
+    """A budget that fits: the probe runs, all iterations are trained, and the weights equal a run without it."""
+    import torch
+
+    weights = {}
+    for budget in ("0", "100"):
+        out = tmp_path / f"budget{budget}"
+        argv = ["--short", "--time-budget", budget, "--out", str(out), "--workers", "0", "--device", "cpu",
+                "--clip-lengths", "1"]
+        assert quickstart.main(argv) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["iterations"] == report["iterations_requested"] == 4
+        weights[budget] = torch.load(report["checkpoint"], map_location="cpu", weights_only=True)["network"]
+    assert weights["0"].keys() == weights["100"].keys()
+    assert all(torch.equal(weights["0"][k], weights["100"][k]) for k in weights["0"])
