@@ -24,6 +24,8 @@ from util.recipe_weights import apply_recipe
 from util.runtime import COMPILE_MODES, PRECISIONS, resolve_device
 
 DEFAULT_MODEL = "saves/s03_pcvos_ytvos.pth"
+#: L when neither -L nor the checkpoint says otherwise (the paper model's setting)
+DEFAULT_CLIP_LENGTH = 5
 
 
 def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480) -> None:
@@ -31,7 +33,9 @@ def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480) ->
     g = parser.add_argument_group("model and engine")
     g.add_argument("--model", default=DEFAULT_MODEL,
                    help="checkpoint (.pth) of PCVOS/STCN/train.py; 'recipe' = deterministic untrained test weights")
-    g.add_argument("--clip-length", "-L", type=int, default=5, help="frames per clip = memory interval (default 5)")
+    g.add_argument("--clip-length", "-L", type=int, default=None,
+                   help=f"frames per clip = memory interval (default: the L the checkpoint records as its best, "
+                        f"which the quickstart writes; else {DEFAULT_CLIP_LENGTH})")
     g.add_argument("--memory-read", choices=MEMORY_READ_MODES, default="pmm",
                    help="pmm: progressive memory matching (default); parallel: one affinity per clip")
     g.add_argument("--top-k", type=int, default=20, help="memory elements mixed per query position (default 20)")
@@ -82,7 +86,12 @@ def load_network(model: str, device: torch.device, quality_weights: str | None =
 
     ``quality_weights``: a quality-head file loaded on top (the head is added if the model has none).
     """
-    network = _load_base_network(model, device)
+    return _load_network(model, device, quality_weights)[0]
+
+
+def _load_network(model: str, device: torch.device, quality_weights: str | None) -> tuple[PCVOS, dict]:
+    """(network, the inference settings its checkpoint records)."""
+    network, recommended = _load_base_network(model, device)
     if quality_weights is not None:
         network.enable_quality_head()
         try:
@@ -90,12 +99,12 @@ def load_network(model: str, device: torch.device, quality_weights: str | None =
         except CheckpointError as error:
             raise SystemExit(f"error: --quality-weights: {error}") from error
         network.eval()
-    return network
+    return network, recommended
 
 
-def _load_base_network(model: str, device: torch.device) -> PCVOS:
+def _load_base_network(model: str, device: torch.device) -> tuple[PCVOS, dict]:
     if model == "recipe":
-        return apply_recipe(PCVOS()).to(device).eval()
+        return apply_recipe(PCVOS()).to(device).eval(), {}
     path = Path(model)
     if not path.is_file():
         raise SystemExit(
@@ -109,12 +118,33 @@ def _load_base_network(model: str, device: torch.device) -> PCVOS:
         raise SystemExit(f"error: {error}") from error
     if report is not None and (report.missing or report.widened):
         print(report.summary(), file=sys.stderr)
-    return network
+    return network, report.recommended if report is not None else {}
+
+
+def resolve_clip_length(args: argparse.Namespace, recommended: dict) -> None:
+    """Fill ``args.clip_length`` when -L was not given: the checkpoint's recorded L, else DEFAULT_CLIP_LENGTH."""
+    if args.clip_length is not None:
+        if args.clip_length < 1:
+            raise SystemExit(f"error: -L/--clip-length {args.clip_length}: must be >= 1")
+        return
+    length = recommended.get("clip_length")
+    if length is None:
+        args.clip_length = DEFAULT_CLIP_LENGTH
+        return
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise SystemExit(
+            f"error: --model {args.model}: the clip length it records is {length!r}, not a positive integer; "
+            "pass -L N to choose one"
+        )
+    args.clip_length = length
+    why = recommended.get("why")
+    print(f"-L {length}: the clip length {args.model} records{f' ({why})' if why else ''}; pass -L to override",
+          file=sys.stderr)
 
 
 def engine_config(args: argparse.Namespace, clip_length: int | None = None) -> EngineConfig:
     return EngineConfig(
-        clip_length=clip_length or args.clip_length,
+        clip_length=clip_length or args.clip_length or DEFAULT_CLIP_LENGTH,
         memory_read=args.memory_read,
         top_k=args.top_k,
         precision=args.precision,
@@ -144,5 +174,6 @@ def memory_options(args: argparse.Namespace, network: PCVOS | None = None) -> Me
 def build_engine(args: argparse.Namespace) -> PCVOSEngine:
     """Load the model and build the engine the flags describe."""
     device = resolve_device(args.device)
-    network = load_network(args.model, device, args.quality_weights)
+    network, recommended = _load_network(args.model, device, args.quality_weights)
+    resolve_clip_length(args, recommended)
     return PCVOSEngine(network, engine_config(args), memory_factory=memory_options(args, network).factory())

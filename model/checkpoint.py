@@ -8,6 +8,7 @@ file and the offending keys.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,9 @@ class LoadReport:
     kind: str  # 'pcvos', 'stcn', 'stage0', 'training'
     missing: list[str] = field(default_factory=list)  # initialised, not loaded
     widened: bool = False  # 4-channel value encoder widened to 5
+    #: inference settings the file records (``{"clip_length": n, "why": text}``; see recommend_settings),
+    #: checked where they are used (inference.cli.resolve_clip_length)
+    recommended: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         text = f"{self.path}: loaded as {self.kind}"
@@ -47,6 +51,31 @@ class LoadReport:
 
 def _prefixes(keys: list[str]) -> str:
     return ", ".join(sorted({k.split(".")[0] for k in keys}))
+
+
+def atomic_save(obj: dict, path: Path) -> Path:
+    """torch.save to a temp file in the same folder, then rename (never a half-written checkpoint)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def recommend_settings(path: str | Path, clip_length: int, why: str) -> None:
+    """Record in our checkpoint the clip length it should run at unless -L says otherwise.
+
+    The quickstart writes the L that scored best on its validation videos, so that
+    ``eval_davis.py --model <it>`` without ``-L`` does not fall back to the paper model's L = 5.
+    """
+    path = Path(path)
+    if clip_length < 1:
+        raise ValueError(f"{path}: recommended clip length must be >= 1, got {clip_length}")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(data, dict) and isinstance(data.get("network"), dict)):
+        raise CheckpointError(f"{path}: only train.py checkpoints ({{'network': ...}}) can record settings")
+    data["inference"] = {"clip_length": int(clip_length), "why": why}
+    atomic_save(data, path)
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -98,9 +127,10 @@ def load_weights(model: PCVOS, path: str | Path, strict_refine: bool = False) ->
     Raises:
         CheckpointError: listing missing, unexpected and mis-shaped keys.
     """
-    state, _ = read_state_dict(path)
+    state, meta = read_state_dict(path)
     target = model.state_dict()
-    report = LoadReport(str(path), "pcvos")
+    settings = meta.get("inference")
+    report = LoadReport(str(path), "pcvos", recommended=dict(settings) if isinstance(settings, dict) else {})
     state = dict(state)
 
     if VALUE_CONV1 in state and VALUE_CONV1 in target:

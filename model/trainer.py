@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dataset.sampling import CURRICULA, GapCurriculum, global_sample_indices
-from model.checkpoint import QUALITY_PREFIX, load_weights
+from model.checkpoint import QUALITY_PREFIX, atomic_save, load_weights
 from model.encoders import load_imagenet_weights
 from model.losses import BootstrapSchedule
 from model.network import PCVOS, PCVOSConfig
@@ -259,15 +259,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_save(obj: dict, path: Path) -> Path:
-    """torch.save to a temp file in the same folder, then rename (never a half-written checkpoint)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:

@@ -37,7 +37,7 @@ from dataset.synthetic import (  # noqa: E402
     write_youtube_train,
 )
 from inference.engine import EngineConfig, PCVOSEngine  # noqa: E402
-from model.checkpoint import build_model  # noqa: E402
+from model.checkpoint import build_model, recommend_settings  # noqa: E402
 from model.trainer import TrainConfig  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
 from util.runtime import cpu_has_fast_bf16, resolve_device  # noqa: E402
@@ -314,8 +314,9 @@ def write_report(args, report: dict) -> None:
         f"python segment.py --model {ckpt} --video VIDEO --mask FIRST_MASK.png --output out/ -L {best} --size -1",
     ]
     low, high = (round(scale * min(report["frame_size"])) for scale in args.object_scale)
-    usage = (f"Use its best clip length (`-L {best}`; the drivers' default, L = 5, is the paper model's) and the "
-             f"videos' own resolution (`--size -1`): the model learnt objects of about {low}-{high} pixels.")
+    usage = (f"The checkpoint records its best clip length, L = {best}: the drivers use it when `-L` is not given "
+             f"(without a recorded one they default to the paper model's L = 5). Use the videos' own resolution "
+             f"(`--size -1`): the model learnt objects of about {low}-{high} pixels.")
     body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else "" for line in md.splitlines())
     md += "\n".join(["", "## Run this checkpoint on other videos", "", usage, "", "```bash", *commands, "```", ""])
     (args.out / "report.md").write_text(md)
@@ -369,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     print("[4/4] report")
     loss_plot(losses, args.out / "loss.png")
     best_length = max(per_length, key=lambda length: per_length[length]["J&F"])
+    recommend_settings(checkpoint, best_length, f"best J&F, {per_length[best_length]['J&F']:.3f}, of L = "
+                       f"{', '.join(map(str, per_length))} on the quickstart's {args.val_videos} validation videos")
     overlay_strip(args, val_root, best_length, args.out / "overlay.png")
     report = {
         "clip_lengths": {str(k): v for k, v in per_length.items()},

@@ -135,3 +135,41 @@ def test_narrow_value_encoder_keeps_the_key_names(tmp_path):
     model, _ = build_model(path)
     assert model.config.value_width == 64
     assert model.value_encoder.layer3[1].conv2.weight.shape == (256, 256, 3, 3)
+
+
+def test_recorded_clip_length_is_the_drivers_default(tmp_path, capsys):
+    """A checkpoint that records its best L (the quickstart's) runs at it without -L; -L still wins."""
+    import eval_generic
+    from inference.cli import build_engine
+    from model.checkpoint import recommend_settings
+
+    config = PCVOSConfig.small()
+    path = tmp_path / "train.pth"
+    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict(), "iteration": 3}, path)
+    base = ["--model", str(path), "--data", str(tmp_path), "--output", str(tmp_path / "out"), "--device", "cpu"]
+
+    def clip_length(*extra: str) -> int:
+        return build_engine(eval_generic.parse_args([*base, *extra])).config.clip_length
+
+    assert clip_length() == 5  # nothing recorded: the paper model's L
+    recommend_settings(path, 3, "best on the validation videos")
+    assert not list(tmp_path.glob(".*tmp*"))  # written in place, atomically
+    assert build_model(path)[1].recommended == {"clip_length": 3, "why": "best on the validation videos"}
+    capsys.readouterr()
+    assert clip_length() == 3
+    assert "-L 3: the clip length" in capsys.readouterr().err
+    assert clip_length("-L", "7") == 7
+    with pytest.raises(SystemExit, match="-L/--clip-length 0: must be >= 1"):
+        clip_length("-L", "0")
+    with pytest.raises(ValueError, match="must be >= 1"):
+        recommend_settings(path, 0, "")
+    data = torch.load(path, weights_only=True)
+    data["inference"]["clip_length"] = "ten"
+    torch.save(data, path)
+    with pytest.raises(SystemExit, match=rf"{path.name}: the clip length it records is 'ten'.*pass -L N"):
+        clip_length()
+    assert clip_length("-L", "2") == 2  # a bad record does not block an explicit -L
+    with pytest.raises(CheckpointError, match="only train.py checkpoints"):
+        plain = tmp_path / "plain.pth"
+        torch.save(PCVOS(config).state_dict(), plain)
+        recommend_settings(plain, 1, "")

@@ -29,8 +29,11 @@ def test_quickstart_short(tmp_path):
         assert (out / name).stat().st_size > 0
     from model.checkpoint import build_model
 
-    model, _ = build_model(report["checkpoint"])
+    model, loaded = build_model(report["checkpoint"])
     assert model.config.name == "small"
+    # The checkpoint records its best L, which the drivers use when -L is not given.
+    assert loaded.recommended["clip_length"] == report["overlay_clip_length"]
+    assert "validation videos" in loaded.recommended["why"]
 
     # The report's command for other videos runs as printed, at the best clip length, and writes the masks and
     # J&F of the report. (After 4 iterations those masks are empty beyond frame 0: this checks the command line
