@@ -43,15 +43,14 @@ from util.palette import read_index_png, write_index_png  # noqa: E402
 from util.runtime import cpu_has_fast_bf16, resolve_device  # noqa: E402
 from util.video_io import overlay  # noqa: E402
 
-PROBE_ITERATIONS = 20  # timing probe before training (iterations 0-4 are warm-up and not timed)
-PROBE_WARMUP = 5
+# --time-budget: the run re-plans its iterations from its own measured speed after REPLAN_FIRST iterations and
+# again halfway through the plan (the first TIMING_WARMUP iterations after each start are not timed).
+REPLAN_FIRST = 200
+TIMING_WARMUP = 10
 # Evaluation and report of the default set-up (6 videos of 40 frames, 128x224, 3 clip lengths) took about 40 s on a
 # machine training at 0.52 s/iteration; 60 s is budgeted for it, scaled by the measured speed and the workload.
 EVAL_SECONDS, EVAL_SPEED, EVAL_WORKLOAD = 60.0, 0.52, 6 * 40 * 128 * 224 * 3
 BUDGET_MARGIN_S = 30.0
-# In session 8 the probe read 8 % under one whole run's speed (0.551 against 0.597 s/it) and 9 % over another's
-# (0.66 against 0.606): plan with the measured speed times this factor (why --time-budget is off by default).
-PROBE_SAFETY = 1.15
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -89,10 +88,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0,
                    help="data-loading processes; 0 (load in the training process) is fastest on 2 cores, where "
                    "worker processes compete with the training threads")
-    p.add_argument("--time-budget", type=float, default=0.0, metavar="MIN",
-                   help=f"minutes for the whole run, e.g. 25: a timing probe of {PROBE_ITERATIONS} iterations "
-                   "measures this machine and, where --iterations would not fit, trains fewer (default 0: always "
-                   "train --iterations; the probe misjudged a whole run's speed by -8 %% to +9 %%)")
+    p.add_argument("--time-budget", type=float, default=25.0, metavar="MIN",
+                   help=f"minutes for the whole run (default 25): after {REPLAN_FIRST} iterations, and again halfway, "
+                   "the run measures its own speed and, where --iterations would not fit, trains fewer "
+                   "(0: always train --iterations)")
     p.add_argument("--short", action="store_true", help="a few iterations on tiny data (what the tests run)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -132,13 +131,11 @@ def training_precision(choice: str, device) -> str:
 
 
 def training_config(args: argparse.Namespace, train_root: Path) -> TrainConfig:
-    return TrainConfig(
+    return replanned(TrainConfig(
         stage=3,
         model_size="small",
-        iterations=args.iterations,
         batch_size=args.batch_size,
         lr=args.lr,
-        lr_steps=(int(args.iterations * 0.6), int(args.iterations * 0.9)),
         lr_schedule=args.lr_schedule,
         precision=args.precision,
         batchnorm=args.batchnorm,
@@ -148,35 +145,21 @@ def training_config(args: argparse.Namespace, train_root: Path) -> TrainConfig:
         num_workers=args.workers,
         output=str(args.out / "runs"),
         run_name="quickstart",
-        save_every=max(50, args.iterations // 4),
-        log_every=max(1, args.iterations // 20),
-        image_every=max(1, args.iterations // 4),
         imagenet=False,
         youtube_root=str(train_root / "YouTube"),
         davis_root=str(train_root / "DAVIS"),
-        bootstrap_start=args.iterations // 3,
-        bootstrap_end=args.iterations,
         device=args.device,
         seed=args.seed,
-    )
+    ), args.iterations)
 
 
-def probe_speed(config: TrainConfig) -> float:
-    """Seconds per training iteration on this machine: PROBE_ITERATIONS iterations of the real training, the
-    first PROBE_WARMUP untimed; the probe's weights are thrown away."""
-    probe_dir = Path(config.output) / "probe"
-    marks: dict[int, float] = {}
-    probe = dataclasses.replace(
-        config, iterations=max(config.iterations, PROBE_ITERATIONS), stop_after=PROBE_ITERATIONS,
-        output=str(probe_dir), run_name="probe", save_every=0, image_every=0, log_every=PROBE_ITERATIONS,
-        tensorboard=False, progress="none",
+def replanned(config: TrainConfig, iterations: int) -> TrainConfig:
+    """``config`` for a run of ``iterations``: everything that scales with the length of the run follows."""
+    return dataclasses.replace(
+        config, iterations=iterations, lr_steps=(int(iterations * 0.6), int(iterations * 0.9)),
+        save_every=max(50, iterations // 4), log_every=max(1, iterations // 20), image_every=max(1, iterations // 4),
+        bootstrap_start=iterations // 3, bootstrap_end=iterations,
     )
-    try:
-        train.run_full(probe, lambda iteration, _metrics: marks.__setitem__(iteration, time.perf_counter()))
-    finally:
-        shutil.rmtree(probe_dir, ignore_errors=True)
-    last, first = PROBE_ITERATIONS - 1, PROBE_WARMUP - 1
-    return (marks[last] - marks[first]) / (last - first)
 
 
 def evaluation_seconds(args: argparse.Namespace, height: int, width: int, per_iteration: float) -> float:
@@ -185,19 +168,65 @@ def evaluation_seconds(args: argparse.Namespace, height: int, width: int, per_it
     return EVAL_SECONDS * (per_iteration / EVAL_SPEED) * (workload / EVAL_WORKLOAD)
 
 
-def plan_iterations(requested: int, per_iteration: float, elapsed_s: float, budget_min: float, eval_s: float) -> int:
-    """The iterations that fit the budget: all of ``requested`` if they fit, else as many as fit the time left
-    after what has run (elapsed_s), the evaluation (eval_s) and a margin; at least 1."""
-    if budget_min <= 0:
-        return requested
-    left = budget_min * 60 - elapsed_s - eval_s - BUDGET_MARGIN_S
-    return max(1, min(requested, int(left / per_iteration)))
+def plan_iterations(requested: int, done: int, per_iteration: float, seconds_left: float) -> int:
+    """Iterations for the whole run: ``requested`` if the rest fits ``seconds_left`` at ``per_iteration``, else the
+    ``done`` ones plus as many as fit (never fewer than ``done``: those are trained already)."""
+    return max(done, min(requested, done + int(seconds_left / per_iteration)))
 
 
-def train_model(args: argparse.Namespace, config: TrainConfig) -> tuple[Path, list[float], float]:
+def replan_points(plan: int) -> list[int]:
+    """Iterations after which a budgeted run measures its speed and re-plans."""
+    return sorted({c for c in (min(REPLAN_FIRST, plan // 10), plan // 2) if 0 < c < plan})
+
+
+def segment_speed(marks: dict[int, float], segment_start: float) -> tuple[float, int]:
+    """(seconds per iteration, iterations timed) of a segment from the times its iterations ended, leaving out
+    the first TIMING_WARMUP where the segment is long enough."""
+    times = [marks[i] for i in sorted(marks)]
+    if len(times) > TIMING_WARMUP + 1:
+        return (times[-1] - times[TIMING_WARMUP - 1]) / (len(times) - TIMING_WARMUP), len(times) - TIMING_WARMUP
+    return (times[-1] - segment_start) / len(times), len(times)
+
+
+def frame_size(args: argparse.Namespace) -> tuple[int, int]:
+    height, width = (int(v) for v in args.size.split("x"))
+    return height, width
+
+
+def train_model(args, config: TrainConfig, deadline: float | None) -> tuple[Path, list[float], float, int]:
+    """Train; returns (final weights, losses, minutes, iterations trained).
+
+    With a ``deadline`` (time.perf_counter() by which training and evaluation must end), the run is trained in
+    segments, each resuming the last one's checkpoint exactly (when nothing is cut, the weights are bit-identical
+    to one uninterrupted run). After each segment but the last, the iterations are re-planned from the segment's
+    speed: the cosine schedule, the gap curriculum and the bootstrap window then follow the new total.
+    """
     start = time.perf_counter()
-    result = train.run_full(config)
-    return result.final, result.losses, (time.perf_counter() - start) / 60
+    if deadline is None:
+        result = train.run_full(config)
+        return result.final, result.losses, (time.perf_counter() - start) / 60, config.iterations
+    losses: list[float] = []
+    done, plan, checkpoint, final = 0, config.iterations, None, None
+    while done < plan:
+        stop = next((c for c in replan_points(plan) if c > done), plan)
+        marks: dict[int, float] = {}
+        segment = dataclasses.replace(
+            replanned(config, plan), stop_after=stop - done, resume=str(checkpoint) if checkpoint else None,
+        )
+        segment_start = time.perf_counter()
+        result = train.run_full(segment, lambda i, _m, marks=marks: marks.__setitem__(i, time.perf_counter()))
+        losses += result.losses
+        checkpoint, final, done = result.checkpoint, result.final, stop
+        if done < plan:
+            per_iteration, timed = segment_speed(marks, segment_start)
+            seconds_left = deadline - time.perf_counter() - evaluation_seconds(args, *frame_size(args), per_iteration)
+            new_plan = plan_iterations(config.iterations, done, per_iteration, seconds_left)
+            if new_plan != plan:
+                print(f"      {per_iteration:.3f} s/iteration over {timed} iterations: {new_plan} of the "
+                      f"{config.iterations} iterations fit the {args.time_budget:g}-minute budget "
+                      "(--time-budget 0 trains them all)")
+            plan = new_plan
+    return final, losses, (time.perf_counter() - start) / 60, done
 
 
 def copy_first_mask(bench, out: Path) -> dict:
@@ -339,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         args.iterations, args.train_videos, args.val_videos, args.frames = 4, 2, 1, 12
         args.size, args.clip_lengths, args.crop_size, args.batch_size = "64x112", [1, 5], 64, 2
     args.precision = training_precision(args.precision, resolve_device(args.device))
-    height, width = (int(v) for v in args.size.split("x"))
+    height, width = frame_size(args)
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"[1/4] synthetic data in {args.out / 'data'}")
@@ -350,20 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = training_config(args, train_root)
     requested = args.iterations
-    if args.time_budget > 0:
-        print(f"      timing {PROBE_ITERATIONS} iterations to fit the {args.time_budget:g}-minute budget")
-        per_iteration = probe_speed(config) * PROBE_SAFETY
-        args.iterations = plan_iterations(
-            requested, per_iteration, time.perf_counter() - start, args.time_budget,
-            evaluation_seconds(args, height, width, per_iteration),
-        )
-        if args.iterations < requested:
-            print(f"      this machine trains at about {per_iteration:.2f} s/iteration: {args.iterations} of the "
-                  f"{requested} iterations fit the {args.time_budget:g}-minute budget (--time-budget 0 trains "
-                  "them all)")
-            config = training_config(args, train_root)
-    print(f"[2/4] training the small CPU model for {args.iterations} iterations")
-    checkpoint, losses, minutes = train_model(args, config)
+    # Training must end early enough for the evaluation (estimated from the measured speed) and a margin.
+    deadline = start + args.time_budget * 60 - BUDGET_MARGIN_S if args.time_budget > 0 else None
+    budget = f" (re-planned to fit {args.time_budget:g} minutes if this machine is too slow)" if deadline else ""
+    print(f"[2/4] training the small CPU model for {args.iterations} iterations{budget}")
+    checkpoint, losses, minutes, args.iterations = train_model(args, config, deadline)
     print(f"[3/4] evaluating at L = {args.clip_lengths}")
     per_length, baseline = evaluate(args, checkpoint, val_root)
     motion = validation_motion(val_root)

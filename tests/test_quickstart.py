@@ -6,6 +6,7 @@ import json
 import shlex
 
 import pytest
+import torch
 
 from scripts import quickstart
 
@@ -106,7 +107,6 @@ def test_training_precision_auto_follows_the_cpu_flags(monkeypatch):
     assert cpu_has_fast_bf16(plain.replace("avx512bw", "avx512bw avx512_bf16"))
     assert cpu_has_fast_bf16(plain.replace("avx512bw", "amx_bf16"))
     assert not cpu_has_fast_bf16("")
-    import torch
 
     monkeypatch.setattr(quickstart, "cpu_has_fast_bf16", lambda: False)
     assert quickstart.training_precision("auto", torch.device("cpu")) == "fp32"
@@ -118,39 +118,42 @@ def test_training_precision_auto_follows_the_cpu_flags(monkeypatch):
 
 def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     args = quickstart.parse_args([])
-    assert args.time_budget == 0.0 and args.iterations == 2250  # off unless asked for
+    assert args.time_budget == 25.0 and args.iterations == 2250
     # 6 videos x 40 frames of 128x224 at 3 clip lengths is the reference workload: 60 s at 0.52 s/iteration.
     assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(60.0)
     assert quickstart.evaluation_seconds(args, 128, 224, 1.04) == pytest.approx(120.0)
     args.val_videos = 12
     assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(120.0)
-    # (25 min - 40 s elapsed - 60 s evaluation - 30 s margin) / 0.52 s = 2634 >= 2250: all of them.
-    assert quickstart.plan_iterations(2250, 0.52, 40.0, 25.0, 60.0) == 2250
-    # At 0.65 s/iteration only (1500 - 40 - 75 - 30) / 0.65 = 2084 fit.
-    assert quickstart.plan_iterations(2250, 0.65, 40.0, 25.0, 75.0) == 2084
-    assert quickstart.plan_iterations(2250, 0.65, 40.0, 0.0, 75.0) == 2250  # no budget
-    assert quickstart.plan_iterations(2250, 0.65, 2000.0, 25.0, 75.0) == 1  # over budget already: 1, not <= 0
+    # Re-planned after 200 iterations and halfway through the plan.
+    assert quickstart.replan_points(2250) == [200, 1125]
+    assert quickstart.replan_points(1800) == [180, 900]
+    assert quickstart.replan_points(4) == [2] and quickstart.replan_points(1) == []
+    # 200 done, 1100 s left: at 0.52 s/iteration 200 + 2115 >= 2250, all of them; at 0.65 only 200 + 1692.
+    assert quickstart.plan_iterations(2250, 200, 0.52, 1100.0) == 2250
+    assert quickstart.plan_iterations(2250, 200, 0.65, 1100.0) == 1892
+    assert quickstart.plan_iterations(2250, 200, 0.65, -5.0) == 200  # over budget already: stop, keep what is done
 
 
 @pytest.mark.slow
-def test_quickstart_short_probes_the_machine_and_fits_the_budget(tmp_path, capsys):
+def test_quickstart_short_fits_the_budget(tmp_path, capsys):
     out = tmp_path / "qs"
     argv = ["--short", "--time-budget", "0.2", "--out", str(out), "--workers", "0", "--device", "cpu"]
     assert quickstart.main(argv) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["iterations_requested"] == 4 and report["iterations"] == 1  # 12 s cannot hold 4 iterations
+    # 12 s minus the 30 s margin: after its first segment (2 iterations) the run stops.
+    assert report["iterations_requested"] == 4 and report["iterations"] == 2
     assert report["time_budget_minutes"] == 0.2
     assert "too slow for all 4 iterations in the 0.2-minute budget" in (out / "report.md").read_text()
-    assert "1 of the 4 iterations fit the 0.2-minute budget" in capsys.readouterr().out
-    assert not (out / "runs" / "probe").exists()  # the probe's weights are thrown away
+    assert "2 of the 4 iterations fit the 0.2-minute budget" in capsys.readouterr().out
     assert report["checkpoint"] == str(out / "runs" / "quickstart" / "quickstart_final.pth")
+    weights = torch.load(report["checkpoint"], map_location="cpu", weights_only=True)
+    assert weights["iteration"] == 2
 
 
 @pytest.mark.slow
-def test_the_probe_does_not_change_the_trained_weights(tmp_path):
-    """A budget that fits: the probe runs, all iterations are trained, and the weights equal a run without it."""
-    import torch
-
+def test_a_budget_that_fits_does_not_change_the_trained_weights(tmp_path):
+    """A budget that fits: the run is trained in two segments (re-planned after 2 iterations), all iterations are
+    trained, and the weights equal one uninterrupted run's."""
     weights = {}
     for budget in ("0", "100"):
         out = tmp_path / f"budget{budget}"
