@@ -457,18 +457,18 @@ class Trainer:
         batches = iter(self._loader(self.start_iteration, stop))
         losses: list[float] = []
         tic = time.perf_counter()
-        sums = Counter()
+        sums, count = Counter(), 0  # metric sums and iterations since the last log line
         for iteration in range(self.start_iteration, stop):
             metrics = self._step(iteration, batches)
             losses.append(metrics["loss/total"])
             sums.update(metrics)
+            count += 1
             done = iteration + 1
             if callback is not None and self.dist.main:
                 callback(iteration, metrics)
             if done % cfg.log_every == 0 or done == stop:
-                count = (done - self.start_iteration - 1) % cfg.log_every + 1
                 mean = {k: v / count for k, v in sums.items()}
-                sums = Counter()
+                sums, count = Counter(), 0
                 self._log_scalars(writer, done, mean)
                 progress.message(done, mean)
             if writer is not None and cfg.image_every and done % cfg.image_every == 0:

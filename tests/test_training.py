@@ -121,6 +121,22 @@ def test_resume_is_bit_exact(data, tmp_path, schedule):
             train.run_full(other)
 
 
+def test_logged_means_after_a_resume_cover_the_iterations_since_the_last_line(data, tmp_path, monkeypatch):
+    """Resumed at an iteration that is not a multiple of log_every, each logged mean still averages exactly the
+    iterations since the previous line (it once divided by a count taken from the start, not the last line)."""
+    from model.trainer import Trainer
+
+    logged = []
+    monkeypatch.setattr(Trainer, "_log_scalars", lambda self, writer, step, mean: logged.append((step, mean)))
+    config = _config(data, tmp_path, stage=3, iterations=5, tensorboard=False, save_every=0, log_every=2)
+    first = train.run_full(dataclasses.replace(config, stop_after=1))
+    logged.clear()
+    second = train.run_full(dataclasses.replace(config, resume=str(first.checkpoint)))
+    l1, l2, l3, l4 = second.losses
+    assert [step for step, _ in logged] == [2, 4, 5]
+    assert [mean["loss/total"] for _, mean in logged] == pytest.approx([l1, (l2 + l3) / 2, l4])
+
+
 def test_cosine_schedule_values():
     from model.trainer import CosineFactor, build_scheduler
 
