@@ -175,7 +175,8 @@ def plan_iterations(requested: int, done: int, per_iteration: float, seconds_lef
 
 
 def replan_points(plan: int) -> list[int]:
-    """Iterations after which a budgeted run measures its speed and re-plans."""
+    """Iterations after which a budgeted run of ``plan`` iterations measures its speed and re-plans (those of
+    the requested plan; a re-planned run keeps them)."""
     return sorted({c for c in (min(REPLAN_FIRST, plan // 10), plan // 2) if 0 < c < plan})
 
 
@@ -207,8 +208,9 @@ def train_model(args, config: TrainConfig, deadline: float | None) -> tuple[Path
         return result.final, result.losses, (time.perf_counter() - start) / 60, config.iterations
     losses: list[float] = []
     done, plan, checkpoint, final = 0, config.iterations, None, None
+    points = replan_points(plan)  # fixed at the start: a new plan does not move them
     while done < plan:
-        stop = next((c for c in replan_points(plan) if c > done), plan)
+        stop = next((c for c in points if done < c < plan), plan)
         marks: dict[int, float] = {}
         segment = dataclasses.replace(
             replanned(config, plan), stop_after=stop - done, resume=str(checkpoint) if checkpoint else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,6 +133,35 @@ def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     assert quickstart.plan_iterations(2250, 200, 0.52, 1100.0) == 2250
     assert quickstart.plan_iterations(2250, 200, 0.65, 1100.0) == 1892
     assert quickstart.plan_iterations(2250, 200, 0.65, -5.0) == 200  # over budget already: stop, keep what is done
+
+
+def test_a_budgeted_run_re_plans_at_fixed_points_and_resumes_each_segment(tmp_path, monkeypatch):
+    """Segments end at 200 and 1125 (those of the requested 2250) whatever the new plans are; each resumes the
+    last checkpoint with the config of the current plan. Simulated clock: 0.6 s/iteration, then 0.7."""
+    from types import SimpleNamespace
+
+    from model.trainer import TrainResult
+
+    clock, segments = [0.0], []
+
+    def fake_run_full(config, callback):
+        start = int(config.resume.removeprefix("ck")) if config.resume else 0
+        stop = min(config.iterations, start + config.stop_after)
+        segments.append((start, stop, config.iterations, config.bootstrap_end))
+        for i in range(start, stop):
+            clock[0] += 0.6 if i < 200 else 0.7
+            callback(i, {})
+        return TrainResult(Path(f"final{stop}"), Path(f"ck{stop}"), [1.0] * (stop - start))
+
+    monkeypatch.setattr(quickstart.train, "run_full", fake_run_full)
+    monkeypatch.setattr(quickstart, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    args = quickstart.parse_args([])
+    config = quickstart.training_config(args, tmp_path)
+    final, losses, _, done = quickstart.train_model(args, config, deadline=1300.0)
+    # At 200 (t = 120 s): 200 + (1300 - 120 - 69.2 s evaluation) / 0.6 = 2051. At 1125 (t = 767.5 s, now
+    # 0.7 s/iteration): 1125 + (1300 - 767.5 - 80.8) / 0.7 = 1770.
+    assert segments == [(0, 200, 2250, 2250), (200, 1125, 2051, 2051), (1125, 1770, 1770, 1770)]
+    assert done == 1770 and len(losses) == 1770 and final == Path("final1770")
 
 
 @pytest.mark.slow
