@@ -33,23 +33,22 @@ def test_quickstart_short(tmp_path):
 
     model, loaded = build_model(report["checkpoint"])
     assert model.config.name == "small"
-    # The checkpoint records its best L, which the drivers use when -L is not given.
-    assert loaded.recommended["clip_length"] == report["overlay_clip_length"]
-    assert "validation videos" in loaded.recommended["why"]
-
-    # The report's command for other videos runs as printed, at the best clip length, and writes the masks and
-    # J&F of the report. (After 4 iterations those masks are empty beyond frame 0: this checks the command line
-    # and its plumbing, not accuracy.)
+    # The checkpoint records L = 1 (the recipe's best on larger sets, not the 6 videos' best), and the report's
+    # command for other videos, which has no -L, runs at it: same masks and J&F as the report's L = 1. (After 4
+    # iterations those masks are empty beyond frame 0: this checks the command line and its plumbing.)
+    assert loaded.recommended["clip_length"] == report["recommended_clip_length"] == 1
+    assert "30 held-out videos" in loaded.recommended["why"]
     import eval_davis
 
     markdown = (out / "report.md").read_text()
     line = next(li for li in markdown.splitlines() if li.startswith("python eval_davis.py"))
     argv = [str(out / "data" / "val") if a == "DAVIS_ROOT" else str(tmp_path / "rerun") if a == "out/" else a
             for a in shlex.split(line)[2:]]
-    assert argv[argv.index("-L") + 1] == best
+    assert "-L" not in argv and "records L = 1" in markdown
     assert eval_davis.main([*argv, "--device", "cpu", "--workers", "0"]) == 0
     rerun = (tmp_path / "rerun" / "global_results-val.csv").read_text().splitlines()
     row = dict(zip(rerun[0].split(","), rerun[1].split(",")))
+    best = "1"
     assert float(row["J&F-Mean"]) == pytest.approx(report["clip_lengths"][best]["J&F"], abs=1e-3)
     ours = sorted((out / "eval" / f"L{best}").glob("*/*.png"))
     assert ours and [p.relative_to(out / "eval" / f"L{best}") for p in ours] == [
@@ -133,6 +132,11 @@ def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     assert quickstart.plan_iterations(2250, 200, 0.52, 1100.0) == 2250
     assert quickstart.plan_iterations(2250, 200, 0.65, 1100.0) == 1892
     assert quickstart.plan_iterations(2250, 200, 0.65, -5.0) == 200  # over budget already: stop, keep what is done
+    # The recorded clip length: L = 1 when evaluated, whatever the validation videos say; else their best.
+    scores = {1: {"J&F": 0.78}, 5: {"J&F": 0.82}, 10: {"J&F": 0.69}}
+    assert quickstart.recommended_clip_length(scores, 6)[0] == 1
+    length, why = quickstart.recommended_clip_length({5: {"J&F": 0.7}, 10: {"J&F": 0.75}}, 6)
+    assert length == 10 and why == "the best J&F, 0.750, on the quickstart's 6 validation videos"
 
 
 def test_a_budgeted_run_re_plans_at_fixed_points_and_resumes_each_segment(tmp_path, monkeypatch):
