@@ -34,8 +34,8 @@ def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480) ->
     g.add_argument("--model", default=DEFAULT_MODEL,
                    help="checkpoint (.pth) of PCVOS/STCN/train.py; 'recipe' = deterministic untrained test weights")
     g.add_argument("--clip-length", "-L", type=int, default=None,
-                   help=f"frames per clip = memory interval (default: the L the checkpoint records as its best, "
-                        f"which the quickstart writes; else {DEFAULT_CLIP_LENGTH})")
+                   help=f"frames per clip = memory interval (default: the L the checkpoint records, as the "
+                        f"quickstart's does; else {DEFAULT_CLIP_LENGTH})")
     g.add_argument("--memory-read", choices=MEMORY_READ_MODES, default="pmm",
                    help="pmm: progressive memory matching (default); parallel: one affinity per clip")
     g.add_argument("--top-k", type=int, default=20, help="memory elements mixed per query position (default 20)")

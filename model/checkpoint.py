@@ -65,7 +65,7 @@ def atomic_save(obj: dict, path: Path) -> Path:
 def recommend_settings(path: str | Path, clip_length: int, why: str) -> None:
     """Record in our checkpoint the clip length it should run at unless -L says otherwise.
 
-    The quickstart writes the L that scored best on its validation videos, so that
+    The quickstart records L = 1 (scripts/quickstart.py, RECOMMENDED_CLIP_LENGTH), so that
     ``eval_davis.py --model <it>`` without ``-L`` does not fall back to the paper model's L = 5.
     """
     path = Path(path)
