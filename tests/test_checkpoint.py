@@ -138,7 +138,7 @@ def test_narrow_value_encoder_keeps_the_key_names(tmp_path):
 
 
 def test_recorded_clip_length_is_the_drivers_default(tmp_path, capsys):
-    """A checkpoint that records its best L (the quickstart's) runs at it without -L; -L still wins."""
+    """A checkpoint that records an L (as the quickstart's does) runs at it without -L; -L still wins."""
     import eval_generic
     from inference.cli import build_engine
     from model.checkpoint import recommend_settings
