@@ -99,7 +99,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(0: always train --iterations)")
     p.add_argument("--short", action="store_true", help="a few iterations on tiny data (what the tests run)")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.iterations < 1:
+        p.error(f"--iterations {args.iterations}: must be >= 1")
+    return args
 
 
 def make_data(args: argparse.Namespace, height: int, width: int) -> tuple[Path, Path]:
@@ -205,15 +208,14 @@ def train_model(args, config: TrainConfig, deadline: float | None) -> tuple[Path
     With a ``deadline`` (time.perf_counter() by which training and evaluation must end), the run is trained in
     segments, each resuming the last one's checkpoint exactly (when nothing is cut, the weights are bit-identical
     to one uninterrupted run). After each segment but the last, the iterations are re-planned from the segment's
-    speed: the cosine schedule, the gap curriculum and the bootstrap window then follow the new total.
+    speed: the cosine schedule, the gap curriculum and the bootstrap window then follow the new total. Without
+    one, the run is a single segment.
     """
     start = time.perf_counter()
-    if deadline is None:
-        result = train.run_full(config)
-        return result.final, result.losses, (time.perf_counter() - start) / 60, config.iterations
     losses: list[float] = []
     done, plan, checkpoint, final = 0, config.iterations, None, None
-    points = replan_points(plan)  # fixed at the start: a new plan does not move them
+    # Fixed at the start (a new plan does not move them); none without a deadline.
+    points = replan_points(plan) if deadline is not None else []
     while done < plan:
         stop = next((c for c in points if done < c < plan), plan)
         marks: dict[int, float] = {}

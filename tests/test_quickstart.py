@@ -119,6 +119,8 @@ def test_training_precision_auto_follows_the_cpu_flags(monkeypatch):
 def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     args = quickstart.parse_args([])
     assert args.time_budget == 25.0 and args.iterations == 2250
+    with pytest.raises(SystemExit):
+        quickstart.parse_args(["--iterations", "0"])
     # 6 videos x 40 frames of 128x224 at 3 clip lengths is the reference workload: 60 s at 0.52 s/iteration.
     assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(60.0)
     assert quickstart.evaluation_seconds(args, 128, 224, 1.04) == pytest.approx(120.0)
@@ -185,7 +187,7 @@ def test_quickstart_short_fits_the_budget(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_budget_that_fits_does_not_change_the_trained_weights(tmp_path):
+def test_a_budget_that_fits_does_not_change_the_trained_weights(tmp_path, capsys):
     """A budget that fits: the run is trained in two segments (re-planned after 2 iterations), all iterations are
     trained, and the weights equal one uninterrupted run's."""
     weights = {}
@@ -196,6 +198,8 @@ def test_a_budget_that_fits_does_not_change_the_trained_weights(tmp_path):
         assert quickstart.main(argv) == 0
         report = json.loads((out / "report.json").read_text())
         assert report["iterations"] == report["iterations_requested"] == 4
+        resumed = "quickstart_checkpoint.pth at iteration 2" in capsys.readouterr().out
+        assert resumed == (budget == "100")  # the budgeted run really was two segments
         weights[budget] = torch.load(report["checkpoint"], map_location="cpu", weights_only=True)["network"]
     assert weights["0"].keys() == weights["100"].keys()
     assert all(torch.equal(weights["0"][k], weights["100"][k]) for k in weights["0"])
