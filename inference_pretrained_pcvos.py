@@ -33,7 +33,13 @@ from dataset.benchmarks import (  # noqa: E402
     summary_line,
     youtube_benchmark,
 )
-from inference.cli import add_engine_args, engine_config, load_network, memory_options  # noqa: E402
+from inference.cli import (  # noqa: E402
+    add_engine_args,
+    engine_config,
+    load_network_and_settings,
+    memory_options,
+    resolve_flip,
+)
 from inference.engine import PCVOSEngine  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
@@ -148,7 +154,9 @@ def write_atomic(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    network = load_network(args.model, device, args.quality_weights)  # once: every L shares these weights
+    # Loaded once: every L shares these weights.
+    network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
+    resolve_flip(args, recommended)
     memory_factory = memory_options(args, network).factory()
     memory = PeakMemory(device)
     rows: list[dict] = []

@@ -36,6 +36,10 @@ def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480) ->
     g.add_argument("--clip-length", "-L", type=int, default=None,
                    help=f"frames per clip = memory interval (default: the L the checkpoint records, as the "
                         f"quickstart's does; else {DEFAULT_CLIP_LENGTH})")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror test-time augmentation: the video and its mirror image are segmented together and "
+                        "their masks averaged (twice the work; default: what the checkpoint records, as the "
+                        "quickstart's does; else off)")
     g.add_argument("--memory-read", choices=MEMORY_READ_MODES, default="pmm",
                    help="pmm: progressive memory matching (default); parallel: one affinity per clip")
     g.add_argument("--top-k", type=int, default=20, help="memory elements mixed per query position (default 20)")
@@ -86,10 +90,12 @@ def load_network(model: str, device: torch.device, quality_weights: str | None =
 
     ``quality_weights``: a quality-head file loaded on top (the head is added if the model has none).
     """
-    return _load_network(model, device, quality_weights)[0]
+    return load_network_and_settings(model, device, quality_weights)[0]
 
 
-def _load_network(model: str, device: torch.device, quality_weights: str | None) -> tuple[PCVOS, dict]:
+def load_network_and_settings(
+    model: str, device: torch.device, quality_weights: str | None
+) -> tuple[PCVOS, dict]:
     """(network, the inference settings its checkpoint records)."""
     network, recommended = _load_base_network(model, device)
     if quality_weights is not None:
@@ -142,6 +148,22 @@ def resolve_clip_length(args: argparse.Namespace, recommended: dict) -> None:
           file=sys.stderr)
 
 
+def resolve_flip(args: argparse.Namespace, recommended: dict) -> None:
+    """Fill ``args.flip`` when neither --flip nor --no-flip was given: what the checkpoint records, else off."""
+    if args.flip is not None:
+        return
+    flip = recommended.get("flip", False)
+    if not isinstance(flip, bool):
+        raise SystemExit(
+            f"error: --model {args.model}: the mirror augmentation it records is {flip!r}, not true or false; "
+            "pass --flip or --no-flip"
+        )
+    args.flip = flip
+    if flip:
+        print(f"--flip: {args.model} records mirror test-time augmentation; pass --no-flip to turn it off",
+              file=sys.stderr)
+
+
 def engine_config(args: argparse.Namespace, clip_length: int | None = None) -> EngineConfig:
     return EngineConfig(
         clip_length=clip_length or args.clip_length or DEFAULT_CLIP_LENGTH,
@@ -149,6 +171,7 @@ def engine_config(args: argparse.Namespace, clip_length: int | None = None) -> E
         top_k=args.top_k,
         precision=args.precision,
         compile=getattr(args, "compile", None),
+        flip=bool(getattr(args, "flip", False)),
     )
 
 
@@ -174,6 +197,7 @@ def memory_options(args: argparse.Namespace, network: PCVOS | None = None) -> Me
 def build_engine(args: argparse.Namespace) -> PCVOSEngine:
     """Load the model and build the engine the flags describe."""
     device = resolve_device(args.device)
-    network, recommended = _load_network(args.model, device, args.quality_weights)
+    network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
     resolve_clip_length(args, recommended)
+    resolve_flip(args, recommended)
     return PCVOSEngine(network, engine_config(args), memory_factory=memory_options(args, network).factory())

@@ -49,6 +49,10 @@ class EngineConfig:
     fused_attention: bool = False  # refinement windows via scaled_dot_product_attention (same numbers; slower on CPU)
     compile: str | None = None  # torch.compile the network stages: default | reduce-overhead | max-autotune (see
     # util.runtime.compile_methods: weights frozen; minutes of compilation per new shape on a CPU)
+    # Test-time augmentation: the video and its mirror image are segmented in lock-step, each with its own memory;
+    # every frame's probabilities are the mean of the two (the mirror's flipped back), and that one mask is written
+    # to both memories. Twice the work; not in the released code (False = its outputs).
+    flip: bool = False
 
     def __post_init__(self) -> None:
         if self.memory_read not in MEMORY_READ_MODES:
@@ -108,6 +112,7 @@ class _VideoState:
         self.labels: dict[int, torch.Tensor] = {}  # padded label maps [Hp, Wp]
         self.held: dict[int, torch.Tensor] = {}  # prediction of an annotated frame, before its labels
         self.pads = None
+        self.mirror: MemoryStore | None = None  # memory of the mirrored video (EngineConfig.flip)
 
 
 class PCVOSEngine:
@@ -154,6 +159,8 @@ class PCVOSEngine:
         """
         cfg = self.config
         state = _VideoState(self.memory_factory(), num_objects)
+        if cfg.flip:
+            state.mirror = self.memory_factory()
         scheduler = ClipScheduler(cfg.clip_length, cfg.mem_every)
         for frame in frames:
             image = frame.image.to(self.device, torch.float32)
@@ -196,31 +203,34 @@ class PCVOSEngine:
         prob = aggregate(prob[1:], dim=0)
 
         image = state.frames.pop(t)
-        with autocast(self.device, self.config.precision):
-            feats = self.net.encode_key(image)
-        self._memorise(state, t, image, feats.key[0], feats.f16[0:1], prob[state.enabled], permanent=True)
+        views = [(state.store, image, prob[state.enabled])]
+        if state.mirror is not None:
+            views.append((state.mirror, image.flip(-1), prob[state.enabled].flip(-1)))
+        for store, view, masks in views:
+            with autocast(self.device, self.config.precision):
+                feats = self.net.encode_key(view)
+            self._memorise(store, state, t, view, feats.key[0], feats.f16[0:1], masks, permanent=True)
         return FrameResult(t, unpad(prob, state.pads))
 
     def _segment_clip(self, clip: Clip, state: _VideoState) -> Iterator[FrameResult]:
-        cfg = self.config
-        n = len(clip.frames)
         images = torch.cat([state.frames[t] for t in clip.frames])  # [n, 3, Hp, Wp]
-        with autocast(self.device, cfg.precision):
-            feats = self._encode_key(images)
-        readout = self._read_memory(state, feats.key)  # [O, Cv, n, h, w]
-        with autocast(self.device, cfg.precision):
-            keys = self.net.refine_keys(feats.f16)
-            keys = None if keys is None else keys.transpose(0, 1)[None]  # [1, hid, n, h, w]
-            refined = self.net.refine_clip(keys, readout)
-            logits = self._decode(refined, feats)
-        objects = len(state.enabled)
-        prob_obj = torch.sigmoid(logits.float()).view(objects, n, *images.shape[-2:])
+        prob_obj, feats = self._clip_probabilities(images, state.store, state)  # [O, n, Hp, Wp]
+        views = [(state.store, images, feats, False)]
+        if state.mirror is not None:
+            mirrored = images.flip(-1)
+            prob_mirror, feats_mirror = self._clip_probabilities(mirrored, state.mirror, state)
+            prob_obj = (prob_obj + prob_mirror.flip(-1)) / 2
+            views.append((state.mirror, mirrored, feats_mirror, True))
         agg = aggregate(prob_obj, dim=0)  # [O + 1, n, Hp, Wp]
 
         for i, t in enumerate(clip.frames):
-            if t in clip.memory_frames:
+            if t not in clip.memory_frames:
+                continue
+            for store, view, view_feats, flipped in views:
+                masks = agg[1:, i].flip(-1) if flipped else agg[1:, i]
                 self._memorise(
-                    state, t, images[i : i + 1], feats.key[i], feats.f16[i : i + 1], agg[1:, i], permanent=False
+                    store, state, t, view[i : i + 1], view_feats.key[i], view_feats.f16[i : i + 1], masks,
+                    permanent=False,
                 )
         for i, t in enumerate(clip.frames):
             full = agg.new_zeros(state.channels + 1, *agg.shape[-2:])
@@ -233,8 +243,25 @@ class PCVOSEngine:
                 yield FrameResult(t, unpad(full, state.pads))
 
     # -- network pieces ----------------------------------------------------------------
+    def _clip_probabilities(
+        self, images: torch.Tensor, store: MemoryStore, state: _VideoState
+    ) -> tuple[torch.Tensor, KeyFeatures]:
+        """Each enabled object's probability [O, n, Hp, Wp] over the clip's frames [n, 3, Hp, Wp], read from
+        ``store``, and the frames' key features."""
+        cfg = self.config
+        with autocast(self.device, cfg.precision):
+            feats = self._encode_key(images)
+        readout = self._read_memory(store, state, feats.key)  # [O, Cv, n, h, w]
+        with autocast(self.device, cfg.precision):
+            keys = self.net.refine_keys(feats.f16)
+            keys = None if keys is None else keys.transpose(0, 1)[None]  # [1, hid, n, h, w]
+            refined = self.net.refine_clip(keys, readout)
+            logits = self._decode(refined, feats)
+        return torch.sigmoid(logits.float()).view(len(state.enabled), images.shape[0], *images.shape[-2:]), feats
+
     def _memorise(
         self,
+        store: MemoryStore,
         state: _VideoState,
         t: int,
         image: torch.Tensor,
@@ -243,7 +270,7 @@ class PCVOSEngine:
         masks: torch.Tensor,
         permanent: bool,
     ) -> None:
-        """Encode frame t's value for every enabled object and offer it to memory.
+        """Encode frame t's value for every enabled object and offer it to ``store``.
 
         image: [1, 3, Hp, Wp]; key: [Ck, h, w]; f16: [1, C16, h, w]; masks: [O, Hp, Wp].
         """
@@ -257,8 +284,8 @@ class PCVOSEngine:
                 others_from_masks(masks),
             )
         values = values.float()
-        quality = state.store.assess(self.net, values, masks)  # None unless the strategy uses it
-        state.store.add(
+        quality = store.assess(self.net, values, masks)  # None unless the strategy uses it
+        store.add(
             t, key.float(), {obj: values[i] for i, obj in enumerate(state.enabled)}, permanent=permanent,
             quality=quality,
         )
@@ -294,7 +321,7 @@ class PCVOSEngine:
             out.append(logits.view(objects, -1, *logits.shape[1:]))
         return torch.cat(out, dim=1).flatten(0, 1)
 
-    def _read_memory(self, state: _VideoState, query_keys: torch.Tensor) -> torch.Tensor:
+    def _read_memory(self, store: MemoryStore, state: _VideoState, query_keys: torch.Tensor) -> torch.Tensor:
         """Memory readout of every enabled object for every clip frame.
 
         With PMM, the clip is matched in segments of ``pmm_every`` frames; after
@@ -314,14 +341,14 @@ class PCVOSEngine:
         q = query_keys.float().flatten(2)  # [n, Ck, HW]
         segment = n if cfg.memory_read == "parallel" else cfg.pmm_every
         per_object: dict[int, torch.Tensor] = {}
-        for group in state.store.groups(state.enabled):
+        for group in store.groups(state.enabled):
             keys, key_sq = group.keys, group.key_sq
             rows = group.values.transpose(1, 2).contiguous()  # [O_g, N, Cv]: one memory element per row
             parts = []
             for start in range(0, n, segment):
                 stop = min(start + segment, n)
                 queries = q[start:stop].transpose(0, 1).reshape(ck, -1)  # [Ck, s * HW]
-                read = self._match(keys, key_sq, rows, queries, group, state.store)  # [O_g, s * HW, Cv]
+                read = self._match(keys, key_sq, rows, queries, group, store)  # [O_g, s * HW, Cv]
                 parts.append(read)
                 if stop < n:  # PMM: the segment's last frame joins the temporary memory
                     keys = torch.cat([keys, q[stop - 1]], dim=1)

@@ -62,11 +62,12 @@ def atomic_save(obj: dict, path: Path) -> Path:
     return path
 
 
-def recommend_settings(path: str | Path, clip_length: int, why: str) -> None:
-    """Record in our checkpoint the clip length it should run at unless -L says otherwise.
+def recommend_settings(path: str | Path, clip_length: int, why: str, flip: bool = False) -> None:
+    """Record in our checkpoint the clip length it should run at unless -L says otherwise, and whether
+    to use mirror test-time augmentation unless --flip / --no-flip says otherwise.
 
-    The quickstart records L = 1 (scripts/quickstart.py, RECOMMENDED_CLIP_LENGTH), so that
-    ``eval_davis.py --model <it>`` without ``-L`` does not fall back to the paper model's L = 5.
+    The quickstart records L = 1 and flip (scripts/quickstart.py), so that ``eval_davis.py --model <it>``
+    without flags reproduces its report instead of falling back to the paper model's L = 5 without flip.
     """
     path = Path(path)
     if clip_length < 1:
@@ -74,7 +75,7 @@ def recommend_settings(path: str | Path, clip_length: int, why: str) -> None:
     data = torch.load(path, map_location="cpu", weights_only=True)
     if not (isinstance(data, dict) and isinstance(data.get("network"), dict)):
         raise CheckpointError(f"{path}: only train.py checkpoints ({{'network': ...}}) can record settings")
-    data["inference"] = {"clip_length": int(clip_length), "why": why}
+    data["inference"] = {"clip_length": int(clip_length), "why": why, "flip": bool(flip)}
     atomic_save(data, path)
 
 

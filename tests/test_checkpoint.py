@@ -154,7 +154,8 @@ def test_recorded_clip_length_is_the_drivers_default(tmp_path, capsys):
     assert clip_length() == 5  # nothing recorded: the paper model's L
     recommend_settings(path, 3, "best on the validation videos")
     assert not list(tmp_path.glob(".*tmp*"))  # written in place, atomically
-    assert build_model(path)[1].recommended == {"clip_length": 3, "why": "best on the validation videos"}
+    assert build_model(path)[1].recommended == {
+        "clip_length": 3, "why": "best on the validation videos", "flip": False}
     capsys.readouterr()
     assert clip_length() == 3
     assert "-L 3: the clip length" in capsys.readouterr().err
@@ -173,3 +174,32 @@ def test_recorded_clip_length_is_the_drivers_default(tmp_path, capsys):
         plain = tmp_path / "plain.pth"
         torch.save(PCVOS(config).state_dict(), plain)
         recommend_settings(plain, 1, "")
+
+
+def test_recorded_flip_is_the_drivers_default(tmp_path, capsys):
+    """A checkpoint that records mirror test-time augmentation (as the quickstart's does) runs with it unless
+    --no-flip; one without a record runs without it unless --flip."""
+    import eval_generic
+    from inference.cli import build_engine
+    from model.checkpoint import recommend_settings
+
+    config = PCVOSConfig.small()
+    path = tmp_path / "train.pth"
+    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
+    base = ["--model", str(path), "--data", str(tmp_path), "--output", str(tmp_path / "out"), "--device", "cpu"]
+
+    def flip(*extra: str) -> bool:
+        return build_engine(eval_generic.parse_args([*base, *extra])).config.flip
+
+    assert flip() is False and flip("--flip") is True
+    recommend_settings(path, 1, "test", flip=True)
+    capsys.readouterr()
+    assert flip() is True
+    assert "--flip: " in capsys.readouterr().err
+    assert flip("--no-flip") is False
+    data = torch.load(path, weights_only=True)
+    data["inference"]["flip"] = "yes"
+    torch.save(data, path)
+    with pytest.raises(SystemExit, match=rf"{path.name}: the mirror augmentation it records is 'yes'.*--no-flip"):
+        flip()
+    assert flip("--no-flip") is False  # a bad record does not block an explicit choice

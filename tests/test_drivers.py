@@ -216,8 +216,10 @@ def test_eval_youtube_output_all_required_only_and_shards(model, youtube, tmp_pa
 
 def test_sweep_reuses_one_network_and_writes_one_row_per_clip_length(model, davis, youtube, tmp_path, monkeypatch):
     loads = []
-    real_load = inference_pretrained_pcvos.load_network
-    monkeypatch.setattr(inference_pretrained_pcvos, "load_network", lambda *a: loads.append(a) or real_load(*a))
+    real_load = inference_pretrained_pcvos.load_network_and_settings
+    monkeypatch.setattr(
+        inference_pretrained_pcvos, "load_network_and_settings", lambda *a: loads.append(a) or real_load(*a)
+    )
     out = tmp_path / "sweep"
     argv = [
         "--model", str(model), "--clip-lengths", "2", "3", "--benchmarks", "davis2017", "youtube2019",

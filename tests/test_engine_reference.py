@@ -97,3 +97,18 @@ def test_bf16_runs_and_stays_close(small_net):
     confident = (top[0] - top[1]) > 0.2  # random weights leave many near-ties elsewhere
     agree = (fp32.argmax(0) == bf16.argmax(0))[confident].float().mean()
     assert confident.float().mean() > 0.1 and agree > 0.97, (confident.float().mean(), agree)
+
+
+def test_flip_is_mirror_symmetric_and_changes_the_masks(small_net):
+    """Mirror test-time augmentation: segmenting the mirrored video gives the mirrored masks, exactly (the two
+    memories swap roles), which fails if either memory gets a mask the wrong way round; and it is not a no-op."""
+    images, maps = make_video(8, 48, 64, {0: [1, 2], 3: [3]}, seed=11)  # no padding: 48 x 64
+    mirrored = {t: m.flip(-1) for t, m in maps.items()}
+    ours, seen = run_engine(small_net, images, maps, 3, clip_length=2, flip=True)
+    theirs, _ = run_engine(small_net, images.flip(-1), mirrored, 3, clip_length=2, flip=True)
+    assert seen == list(range(8))
+    assert (ours - theirs.flip(-1)).abs().max() <= 1e-6
+    plain, _ = run_engine(small_net, images, maps, 3, clip_length=2)
+    assert (ours[:, 1:] - plain[:, 1:]).abs().max() > 1e-2
+    assert (ours[1:, 1:].amax() > 0.3).item()
+
