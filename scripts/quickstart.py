@@ -48,7 +48,8 @@ from util.video_io import overlay  # noqa: E402
 REPLAN_FIRST = 200
 TIMING_WARMUP = 10
 # Evaluation and report of the default set-up (6 videos of 40 frames, 128x224, 3 clip lengths) took about 40 s on a
-# machine training at 0.52 s/iteration; 60 s is budgeted for it, scaled by the measured speed and the workload.
+# machine training at 0.52 s/iteration; 60 s is budgeted for it, scaled by the measured speed and the workload
+# (twice the workload with --flip: the mirror image is segmented too).
 EVAL_SECONDS, EVAL_SPEED, EVAL_WORKLOAD = 60.0, 0.52, 6 * 40 * 128 * 224 * 3
 BUDGET_MARGIN_S = 30.0
 # The clip length the checkpoint records for other videos. L = 1 beat L = 5 on 30 held-out videos for every
@@ -89,6 +90,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lookalike-shift", type=float, default=90.0,
                    help="RGB distance between a look-alike distractor's colours and its target's")
     p.add_argument("--clip-lengths", type=int, nargs="+", default=[1, 5, 10])
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="evaluate with mirror test-time augmentation, and record it in the checkpoint (default on: "
+                        "+0.002 to +0.037 J&F at L = 1 on every set and checkpoint measured, docs/quickstart.md; "
+                        "twice the evaluation time)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0,
                    help="data-loading processes; 0 (load in the training process) is fastest on 2 cores, where "
@@ -172,7 +177,7 @@ def replanned(config: TrainConfig, iterations: int) -> TrainConfig:
 
 def evaluation_seconds(args: argparse.Namespace, height: int, width: int, per_iteration: float) -> float:
     """Estimated evaluation + report time, scaled from the default set-up by machine speed and workload."""
-    workload = args.val_videos * args.frames * height * width * len(args.clip_lengths)
+    workload = args.val_videos * args.frames * height * width * len(args.clip_lengths) * (2 if args.flip else 1)
     return EVAL_SECONDS * (per_iteration / EVAL_SPEED) * (workload / EVAL_WORKLOAD)
 
 
@@ -266,7 +271,7 @@ def evaluate(args, checkpoint: Path, val_root: Path) -> tuple[dict, dict]:
     results = {}
     for length in args.clip_lengths:
         bench = davis_benchmark(val_root, "2017", "val", args.out / "eval" / f"L{length}")
-        engine = PCVOSEngine(network, EngineConfig(clip_length=length))
+        engine = PCVOSEngine(network, EngineConfig(clip_length=length, flip=args.flip))
         result = run_benchmark(engine, bench, size=-1, workers=args.workers, log=lambda s: None)
         results[length] = {"J&F": result.scores["J&F-Mean"], "J": result.scores["J-Mean"],
                            "F": result.scores["F-Mean"], "fps": result.engine_fps}
@@ -337,7 +342,8 @@ def write_report(args, report: dict) -> None:
         "",
         "Small model (ResNet-18 key encoder, narrow layers): **not the paper's model**. Trained from scratch on",
         f"synthetic videos for {report['iterations']} iterations ({report['training_minutes']:.1f} min), evaluated on",
-        f"{report['val_videos']} held-out synthetic videos with the DAVIS 2017 J&F of util/davis_metrics.",
+        f"{report['val_videos']} held-out synthetic videos with the DAVIS 2017 J&F of util/davis_metrics"
+        f"{', with mirror test-time augmentation (--flip)' if report['flip'] else ''}.",
         f"Their targets travel {motion['min']:.1f} to {motion['max']:.1f} times their own size (median "
         f"{motion['median']:.1f}) from where they are first labelled.",
         *([f"This machine was too slow for all {report['iterations_requested']} iterations in the "
@@ -363,8 +369,11 @@ def write_report(args, report: dict) -> None:
         f"python segment.py --model {ckpt} --video VIDEO --mask FIRST_MASK.png --output out/ --size -1",
     ]
     low, high = (round(scale * min(report["frame_size"])) for scale in args.object_scale)
+    flip = (" It also records mirror test-time augmentation, which they use unless `--no-flip` says otherwise."
+            if report["flip"] else "")
     usage = (f"The checkpoint records L = {recorded} ({report['recommended_why']}), and the drivers run at it "
-             f"unless `-L N` says otherwise (without a record they use the paper model's L = 5). Use the videos' own "
+             f"unless `-L N` says otherwise (without a record they use the paper model's L = 5).{flip} "
+             "Use the videos' own "
              f"resolution (`--size -1`): the model learnt objects of about {low}-{high} pixels.")
     body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else "" for line in md.splitlines())
     md += "\n".join(["", "## Run this checkpoint on other videos", "", usage, "", "```bash", *commands, "```", ""])
@@ -411,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     loss_plot(losses, args.out / "loss.png")
     best_length = max(per_length, key=lambda length: per_length[length]["J&F"])
     recorded, why = recommended_clip_length(per_length, args.val_videos)
-    recommend_settings(checkpoint, recorded, why)
+    recommend_settings(checkpoint, recorded, why, flip=args.flip)
     overlay_strip(args, val_root, best_length, args.out / "overlay.png")
     report = {
         "clip_lengths": {str(k): v for k, v in per_length.items()},
@@ -430,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         "overlay_clip_length": best_length,
         "recommended_clip_length": recorded,
         "recommended_why": why,
+        "flip": args.flip,
     }
     write_report(args, report)
     best = max(v["J&F"] for v in per_length.values())

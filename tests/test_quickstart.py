@@ -38,6 +38,7 @@ def test_quickstart_short(tmp_path):
     # iterations those masks are empty beyond frame 0: this checks the command line and its plumbing.)
     assert loaded.recommended["clip_length"] == report["recommended_clip_length"] == 1
     assert "30 held-out videos" in loaded.recommended["why"]
+    assert loaded.recommended["flip"] is report["flip"] is True  # evaluated with mirror augmentation, and recorded
     import eval_davis
 
     markdown = (out / "report.md").read_text()
@@ -121,7 +122,11 @@ def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     assert args.time_budget == 25.0 and args.iterations == 2250
     with pytest.raises(SystemExit):
         quickstart.parse_args(["--iterations", "0"])
-    # 6 videos x 40 frames of 128x224 at 3 clip lengths is the reference workload: 60 s at 0.52 s/iteration.
+    # 6 videos x 40 frames of 128x224 at 3 clip lengths is the reference workload: 60 s at 0.52 s/iteration,
+    # twice that with the mirror augmentation (on by default).
+    assert args.flip is True
+    assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(120.0)
+    args.flip = False
     assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(60.0)
     assert quickstart.evaluation_seconds(args, 128, 224, 1.04) == pytest.approx(120.0)
     args.val_videos = 12
@@ -164,10 +169,10 @@ def test_a_budgeted_run_re_plans_at_fixed_points_and_resumes_each_segment(tmp_pa
     args = quickstart.parse_args([])
     config = quickstart.training_config(args, tmp_path)
     final, losses, _, done = quickstart.train_model(args, config, deadline=1300.0)
-    # At 200 (t = 120 s): 200 + (1300 - 120 - 69.2 s evaluation) / 0.6 = 2051. At 1125 (t = 767.5 s, now
-    # 0.7 s/iteration): 1125 + (1300 - 767.5 - 80.8) / 0.7 = 1770.
-    assert segments == [(0, 200, 2250, 2250), (200, 1125, 2051, 2051), (1125, 1770, 1770, 1770)]
-    assert done == 1770 and len(losses) == 1770 and final == Path("final1770")
+    # At 200 (t = 120 s): 200 + (1300 - 120 - 138.5 s evaluation with --flip) / 0.6 = 1935. At 1125
+    # (t = 767.5 s, now 0.7 s/iteration): 1125 + (1300 - 767.5 - 161.5) / 0.7 = 1654.
+    assert segments == [(0, 200, 2250, 2250), (200, 1125, 1935, 1935), (1125, 1654, 1654, 1654)]
+    assert done == 1654 and len(losses) == 1654 and final == Path("final1654")
 
 
 @pytest.mark.slow
