@@ -13,7 +13,7 @@ from scripts import quickstart
 
 
 @pytest.mark.slow
-def test_quickstart_short(tmp_path):
+def test_quickstart_short(tmp_path, capsys):
     out = tmp_path / "qs"
     assert quickstart.main(["--short", "--out", str(out), "--workers", "0", "--device", "cpu"]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -46,7 +46,11 @@ def test_quickstart_short(tmp_path):
     argv = [str(out / "data" / "val") if a == "DAVIS_ROOT" else str(tmp_path / "rerun") if a == "out/" else a
             for a in shlex.split(line)[2:]]
     assert "-L" not in argv and "records L = 1" in markdown
+    capsys.readouterr()
     assert eval_davis.main([*argv, "--device", "cpu", "--workers", "0"]) == 0
+    # It ran with the recorded settings (the empty masks cannot show flip was on; the driver's notice does).
+    err = capsys.readouterr().err
+    assert "-L 1: the clip length" in err and "--flip: " in err
     rerun = (tmp_path / "rerun" / "global_results-val.csv").read_text().splitlines()
     row = dict(zip(rerun[0].split(","), rerun[1].split(",")))
     best = "1"
