@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import DAVIS_SPLITS, DAVIS_YEARS, davis_benchmark, run_benchmark, summary_line  # noqa: E402
 from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.preflight import preflight_benchmark  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
 
@@ -42,12 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     shard = resolve_shard(args.shard)
     args.device = shard_device(args.device)
     with tempfile.TemporaryDirectory(prefix="davis2016-labels.") as labels:
-        try:
-            bench = davis_benchmark(args.davis_path, args.year, args.split, args.output, Path(labels))
-        except (ValueError, FileNotFoundError) as error:
-            raise SystemExit(f"error: {error}") from error
+        bench = davis_benchmark(args.davis_path, args.year, args.split, args.output, Path(labels))
         if args.no_score:
             bench.score = None
+        preflight_benchmark(bench)
         engine = build_engine(args)
         result = run_benchmark(engine, bench, args.size, args.workers, shard)
     print(summary_line(result))
@@ -55,4 +55,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import generic_benchmark, run_benchmark, summary_line  # noqa: E402
 from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.preflight import preflight_benchmark  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
 
@@ -34,10 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
     args.device = shard_device(args.device)
-    try:
-        bench = generic_benchmark(args.data, args.output, args.videos)
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from error
+    bench = generic_benchmark(args.data, args.output, args.videos)
+    preflight_benchmark(bench)  # outputs and annotations: a bad input fails before any video is segmented
     engine = build_engine(args)
     result = run_benchmark(engine, bench, args.size, args.workers, shard)
     print(summary_line(result))
@@ -45,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

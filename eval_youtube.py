@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import YOUTUBE_SPLITS, run_benchmark, summary_line, youtube_benchmark  # noqa: E402
 from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.preflight import preflight_benchmark  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
 
@@ -43,12 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
     args.device = shard_device(args.device)
-    try:
-        bench = youtube_benchmark(args.yv_path, args.split, args.output, args.required_only, args.output_all, args.zip)
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from error
+    bench = youtube_benchmark(args.yv_path, args.split, args.output, args.required_only, args.output_all, args.zip)
     if args.no_zip:
         bench.zip_path = None
+    preflight_benchmark(bench, zip_flag="--zip" if args.zip else "--zip (default <output>.zip)")
     engine = build_engine(args)
     result = run_benchmark(engine, bench, args.size, args.workers, shard)
     print(summary_line(result))
@@ -56,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

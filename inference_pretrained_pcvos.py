@@ -41,6 +41,8 @@ from inference.cli import (  # noqa: E402
     resolve_flip,
 )
 from inference.engine import PCVOSEngine  # noqa: E402
+from inference.preflight import check_annotations, check_output_file, check_output_folder  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
 BENCHMARKS = ("davis2017", "davis2016", "youtube2019", "youtube2018", "generic")
@@ -154,22 +156,38 @@ def write_atomic(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    # Loaded once: every L shares these weights.
-    network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
-    resolve_flip(args, recommended)
-    memory_factory = memory_options(args, network).factory()
-    memory = PeakMemory(device)
+    check_output_folder(args.output)
     rows: list[dict] = []
-    args.output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pcvos-sweep.") as scratch:
+        # Every benchmark of every L is read and checked before the network is loaded and the first video
+        # segmented: a bad input fails in seconds, not after the other runs.
+        runs: dict[tuple[int, str], tuple[Benchmark, int]] = {}
+        for length in args.clip_lengths:
+            for name in args.benchmarks:
+                try:
+                    bench, size = build_benchmark(name, args, args.output / f"L{length}" / name,
+                                                  Path(scratch) / f"L{length}")
+                except FileNotFoundError as error:
+                    raise FileNotFoundError(f"{name}: {error}") from error
+                except ValueError as error:
+                    raise ValueError(f"{name}: {error}") from error
+                check_output_folder(bench.mask_root)
+                if bench.zip_path is not None:
+                    check_output_file(bench.zip_path, "--output (submission zip)")
+                runs[length, name] = bench, size
+        for name in args.benchmarks:  # the same videos at every L: their annotations are read once
+            check_annotations(runs[args.clip_lengths[0], name][0].sources)
+        # Loaded once: every L shares these weights.
+        network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
+        resolve_flip(args, recommended)
+        memory_factory = memory_options(args, network).factory()
+        memory = PeakMemory(device)
+        args.output.mkdir(parents=True, exist_ok=True)
         for length in args.clip_lengths:
             engine = PCVOSEngine(network, engine_config(args, clip_length=length), memory_factory=memory_factory)
             for name in args.benchmarks:
                 out = args.output / f"L{length}" / name
-                try:
-                    bench, size = build_benchmark(name, args, out, Path(scratch) / f"L{length}")
-                except (ValueError, FileNotFoundError) as error:
-                    raise SystemExit(f"error: {name}: {error}") from error
+                bench, size = runs[length, name]
                 memory.reset()
                 result = run_benchmark(engine, bench, size, args.workers)
                 print(f"L={length} {summary_line(result)}")
@@ -196,4 +214,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -24,6 +24,8 @@ import numpy as np  # noqa: E402
 
 from dataset.benchmarks import open_frames, read_user_masks, segment_stream  # noqa: E402
 from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.preflight import check_output_file, check_output_folder  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 from util.progress import progress  # noqa: E402
 from util.video_io import OverlayWriter, overlay  # noqa: E402
 from util.writer import MaskWriter  # noqa: E402
@@ -47,11 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        stream = open_frames(args.video, args.fps or 25.0)
-        labels, palette = read_user_masks(args.mask, stream)
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from error
+    stream = open_frames(args.video, args.fps or 25.0)
+    labels, palette = read_user_masks(args.mask, stream)
+    if args.output is not None:
+        check_output_folder(args.output)
+    if args.overlay is not None:
+        check_output_file(args.overlay, "--overlay")
     engine = build_engine(args)
     if args.output is not None:
         args.output.mkdir(parents=True, exist_ok=True)
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             if video is not None:
                 video.close(commit=False)
-            raise SystemExit(f"error: {args.video}: {error}") from error
+            raise ValueError(f"{args.video}: {error}") from error
         except BaseException:
             if video is not None:
                 video.close(commit=False)
@@ -94,4 +97,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from model.trainer import STAGE_PRESETS, NonFiniteLossError, TrainConfig, TrainResult, train
+from util.errors import error_text, run_cli
 
 __all__ = ["TrainConfig", "TrainResult", "build_parser", "config_from_args", "main", "run", "run_full"]
 
@@ -131,11 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(config_from_args(args))
-    except (FileNotFoundError, ValueError, NonFiniteLossError) as error:
-        print(f"train.py: error: {error}", file=sys.stderr)
+    except (OSError, ValueError, NonFiniteLossError) as error:  # bad data / paths / flags: 2; diverged: 3
+        print(f"train.py: error: {error_text(error)}", file=sys.stderr)
         return 2 if not isinstance(error, NonFiniteLossError) else 3
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -18,7 +18,7 @@ from inference.memory_strategies import (
     STRATEGIES,
     MemoryOptions,
 )
-from model.checkpoint import CheckpointError, build_model, load_quality_head
+from model.checkpoint import CheckpointError, build_model, load_quality_head, not_a_checkpoint_file
 from model.network import PCVOS
 from util.recipe_weights import apply_recipe
 from util.runtime import COMPILE_MODES, PRECISIONS, resolve_device
@@ -103,7 +103,7 @@ def load_network_and_settings(
         try:
             load_quality_head(network, quality_weights)
         except CheckpointError as error:
-            raise SystemExit(f"error: --quality-weights: {error}") from error
+            raise CheckpointError(f"--quality-weights: {error}") from error
         network.eval()
     return network, recommended
 
@@ -112,16 +112,15 @@ def _load_base_network(model: str, device: torch.device) -> tuple[PCVOS, dict]:
     if model == "recipe":
         return apply_recipe(PCVOS()).to(device).eval(), {}
     path = Path(model)
+    if path.is_dir():
+        raise not_a_checkpoint_file(path, "--model")
     if not path.is_file():
-        raise SystemExit(
-            f"error: --model {model}: file not found. Get the released checkpoint (`python scripts/download.py "
+        raise CheckpointError(
+            f"--model {model}: file not found. Get the released checkpoint (`python scripts/download.py "
             f"pcvos` prints where) into {path.parent}/, train one with train.py, "
             "or pass --model recipe for untrained test weights."
         )
-    try:
-        network, report = build_model(path, device)
-    except CheckpointError as error:
-        raise SystemExit(f"error: {error}") from error
+    network, report = build_model(path, device)
     if report is not None and (report.missing or report.widened):
         print(report.summary(), file=sys.stderr)
     return network, report.recommended if report is not None else {}
@@ -131,15 +130,15 @@ def resolve_clip_length(args: argparse.Namespace, recommended: dict) -> None:
     """Fill ``args.clip_length`` when -L was not given: the checkpoint's recorded L, else DEFAULT_CLIP_LENGTH."""
     if args.clip_length is not None:
         if args.clip_length < 1:
-            raise SystemExit(f"error: -L/--clip-length {args.clip_length}: must be >= 1")
+            raise ValueError(f"-L/--clip-length {args.clip_length}: must be >= 1")
         return
     length = recommended.get("clip_length")
     if length is None:
         args.clip_length = DEFAULT_CLIP_LENGTH
         return
     if not isinstance(length, int) or isinstance(length, bool) or length < 1:
-        raise SystemExit(
-            f"error: --model {args.model}: the clip length it records is {length!r}, not a positive integer; "
+        raise CheckpointError(
+            f"--model {args.model}: the clip length it records is {length!r}, not a positive integer; "
             "pass -L N to choose one"
         )
     args.clip_length = length
@@ -154,8 +153,8 @@ def resolve_flip(args: argparse.Namespace, recommended: dict) -> None:
         return
     flip = recommended.get("flip", False)
     if not isinstance(flip, bool):
-        raise SystemExit(
-            f"error: --model {args.model}: the mirror augmentation it records is {flip!r}, not true or false; "
+        raise CheckpointError(
+            f"--model {args.model}: the mirror augmentation it records is {flip!r}, not true or false; "
             "pass --flip or --no-flip"
         )
     args.flip = flip
@@ -177,18 +176,15 @@ def engine_config(args: argparse.Namespace, clip_length: int | None = None) -> E
 
 def memory_options(args: argparse.Namespace, network: PCVOS | None = None) -> MemoryOptions:
     """The memory strategy the flags select (checked against ``network`` when given)."""
-    try:
-        options = MemoryOptions(
-            strategy=args.memory, max_frames=args.max_memory_frames, budget=args.memory_budget,
-            merge_threshold=args.afb_merge_threshold, update_rate=args.afb_update_rate,
-            quality_threshold=args.quality_threshold, quality_source=args.quality_source,
-        )
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from error
+    options = MemoryOptions(
+        strategy=args.memory, max_frames=args.max_memory_frames, budget=args.memory_budget,
+        merge_threshold=args.afb_merge_threshold, update_rate=args.afb_update_rate,
+        quality_threshold=args.quality_threshold, quality_source=args.quality_source,
+    )
     if (network is not None and options.strategy == "quality" and options.quality_source == "head"
             and network.quality_head is None):
-        raise SystemExit(
-            "error: --quality-source head: the model has no quality head. Pass --quality-weights FILE "
+        raise ValueError(
+            "--quality-source head: the model has no quality head. Pass --quality-weights FILE "
             "(train.py --quality-head writes one) or use --quality-source confidence."
         )
     return options

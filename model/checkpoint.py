@@ -79,6 +79,15 @@ def recommend_settings(path: str | Path, clip_length: int, why: str, flip: bool 
     atomic_save(data, path)
 
 
+def not_a_checkpoint_file(path: Path, flag: str | None = None) -> CheckpointError:
+    """The error for a folder given where a checkpoint file is expected, suggesting the files inside it."""
+    inside = sorted(p.name for p in Path(path).glob("*.pth"))
+    hint = f"the .pth file inside it ({', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})" if inside \
+        else "a .pth checkpoint file (this folder holds none)"
+    where = f"{flag} {path}" if flag else str(path)
+    return CheckpointError(f"{where}: is a folder, not a checkpoint file; pass {hint}")
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a weights file and return (state_dict, metadata).
 
@@ -86,6 +95,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     checkpoints (``{'network': ..., 'config': ...}``) and DDP-prefixed keys.
     """
     path = Path(path)
+    if path.is_dir():
+        raise not_a_checkpoint_file(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -110,9 +121,22 @@ def config_from_checkpoint(path: str | Path) -> PCVOSConfig:
     """The architecture a checkpoint was trained with (default config for official files)."""
     _, meta = read_state_dict(path)
     config = meta.get("model_config")
+    if config is None or (isinstance(config, (str, dict)) and not config):  # none recorded: the paper's model
+        return PCVOSConfig()
     if isinstance(config, str):
-        config = json.loads(config)
-    return PCVOSConfig.from_dict(config) if config else PCVOSConfig()
+        try:
+            config = json.loads(config)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(
+                f"{path}: its model_config is not valid JSON ({error}: {config[:80]!r}); the file is damaged or was "
+                "not written by train.py"
+            ) from error
+    try:
+        return PCVOSConfig.from_dict(config)
+    except ValueError as error:
+        raise CheckpointError(
+            f"{path}: malformed model_config: {error}; the file is damaged or was not written by train.py"
+        ) from error
 
 
 def load_weights(model: PCVOS, path: str | Path, strict_refine: bool = False) -> LoadReport:

@@ -15,7 +15,7 @@ shapes (``../shared/pcvos/state_dict_pcvos.json``) for the default config.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import NamedTuple
 
 import torch
@@ -61,10 +61,57 @@ class PCVOSConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> PCVOSConfig:
+        """The config ``to_dict`` wrote (absent keys take their defaults).
+
+        Raises:
+            ValueError: naming the key and value, for a non-mapping, unknown keys or values of the
+                wrong type or range (a damaged or foreign checkpoint must not become a TypeError).
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping of architecture settings, got {type(data).__name__} {data!r:.80}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; known keys: {sorted(known)}")
         data = dict(data)
-        data["refine_depths"] = tuple(data.get("refine_depths", (2,)))
-        data["refine_windows"] = tuple(tuple(w) for w in data.get("refine_windows", ((2, 7, 7),)))
+        if "key_backbone" in data and data["key_backbone"] not in KEY_BACKBONE_CHANNELS:
+            raise ValueError(f"key_backbone {data['key_backbone']!r}: expected one of {sorted(KEY_BACKBONE_CHANNELS)}")
+        for key in ("key_dim", "value_dim", "hidden_dim", "decoder_dim", "value_width"):
+            if key in data:
+                _check_int(key, data[key], 1, MAX_CHANNELS)
+        if "value_in_channels" in data and data["value_in_channels"] not in (4, 5):
+            raise ValueError(f"value_in_channels {data['value_in_channels']!r}: expected 4 or 5")
+        for key in ("refine", "quality_head"):
+            if key in data and not isinstance(data[key], bool):
+                raise ValueError(f"{key} {data[key]!r}: expected true or false")
+        if "name" in data and not isinstance(data["name"], str):
+            raise ValueError(f"name {data['name']!r}: expected a string")
+        depths = data.get("refine_depths", (2,))
+        windows = data.get("refine_windows", ((2, 7, 7),))
+        if not isinstance(depths, (list, tuple)) or not depths:
+            raise ValueError(f"refine_depths {depths!r}: expected a non-empty list of block counts")
+        for depth in depths:
+            _check_int("refine_depths", depth, 1, 64)
+        if not isinstance(windows, (list, tuple)) or len(windows) != len(depths):
+            raise ValueError(f"refine_windows {windows!r}: expected one [T, H, W] window per refine_depths entry")
+        for window in windows:
+            if not isinstance(window, (list, tuple)) or len(window) != 3:
+                raise ValueError(f"refine_windows {windows!r}: each window must be [T, H, W]")
+            for size in window:
+                _check_int("refine_windows", size, 1, 64)
+        data["refine_depths"] = tuple(depths)
+        data["refine_windows"] = tuple(tuple(w) for w in windows)
         return cls(**data)
+
+
+#: upper bound for a recorded channel width: far above any model here, low enough that a damaged
+#: checkpoint cannot make the network allocate absurd amounts of memory
+MAX_CHANNELS = 8192
+
+
+def _check_int(key: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key} {value!r}: expected an integer in [{low}, {high}]")
 
 
 class KeyFeatures(NamedTuple):

@@ -42,6 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from util.errors import run_cli  # noqa: E402
+
 #: 'quality' uses the training-free confidence proxy, 'quality-head' the quality head (--quality-weights).
 STRATEGY_ORDER = ("keep-all", "fifo", "afb", "quality", "quality-head")
 #: FPS is also reported over the last TAIL_FRAMES frames: the same window at every length, taken after
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for flag, path in (("--checkpoint", args.checkpoint), ("--quality-weights", args.quality_weights)):
         if path is not None and not Path(path).is_file():
-            raise SystemExit(f"error: {flag} {path}: file not found")
+            raise FileNotFoundError(f"{flag} {path}: file not found; pass an existing checkpoint file")
     if args.strategies is None:
         args.strategies = [s for s in STRATEGY_ORDER if s != "quality-head" or args.quality_weights]
     runs = []
@@ -334,4 +336,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from util import davis_metrics as dm  # noqa: E402  (needs the sys.path line above)
+from util.errors import run_cli  # noqa: E402
 from util.palette import write_index_png  # noqa: E402
 
 HEIGHT, WIDTH = 480, 854
@@ -91,4 +92,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

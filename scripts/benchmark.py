@@ -65,6 +65,7 @@ from inference.cli import load_network  # noqa: E402
 from inference.engine import EngineConfig, FrameInput, PCVOSEngine  # noqa: E402
 from inference.official_like import OfficialLikeCore, masks_from_probabilities  # noqa: E402
 from model.network import PCVOS, PCVOSConfig  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
 from util.recipe_weights import apply_recipe  # noqa: E402
 from util.runtime import resolve_device, synchronize  # noqa: E402
@@ -632,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.precision is None:
         args.precision = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
     if device.type == "cpu" and "fp16" in args.precision:
-        raise SystemExit("error: --precision fp16 needs a CUDA device; use bf16 on the CPU")
+        raise ValueError(f"--precision fp16: needs a CUDA device (--device {args.device} is the CPU); use bf16")
     if "fp32" not in args.precision:
         args.precision = ["fp32", *args.precision]  # the reference for mask agreement
     log = (lambda _: None) if args.quiet else (lambda text: print(text, flush=True))
@@ -666,4 +667,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

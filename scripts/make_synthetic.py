@@ -19,6 +19,7 @@ if str(REPO_ROOT) not in sys.path:  # runnable as a plain script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from dataset import synthetic  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 
 LAYOUTS = ("generic", "davis", "youtube", "youtube-train", "static", "mp4")
 
@@ -120,7 +121,7 @@ def write(args: argparse.Namespace) -> synthetic.WriteStats:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.videos < 1 or args.frames < 1:
-        raise SystemExit("--videos and --frames must be >= 1")
+        raise ValueError(f"--videos {args.videos} --frames {args.frames}: both must be >= 1")
     start = time.perf_counter()
     stats = write(args)
     seconds = time.perf_counter() - start
@@ -132,4 +133,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

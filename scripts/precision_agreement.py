@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from dataset.benchmarks import davis_benchmark, run_benchmark  # noqa: E402
 from inference.engine import EngineConfig, PCVOSEngine  # noqa: E402
 from model.checkpoint import build_model  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
@@ -60,7 +61,7 @@ def mask_agreement(reference: Path, other: Path) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.checkpoint.is_file():
-        raise SystemExit(f"--checkpoint {args.checkpoint}: no such file")
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file; pass a PCVOS or train.py checkpoint")
     device = resolve_device(args.device)
     network, _ = build_model(args.checkpoint, device)
     rows = []
@@ -88,4 +89,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

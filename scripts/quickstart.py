@@ -39,6 +39,7 @@ from dataset.synthetic import (  # noqa: E402
 from inference.engine import EngineConfig, PCVOSEngine  # noqa: E402
 from model.checkpoint import build_model, recommend_settings  # noqa: E402
 from model.trainer import TrainConfig  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
 from util.runtime import cpu_has_fast_bf16, resolve_device  # noqa: E402
 from util.video_io import overlay  # noqa: E402
@@ -449,4 +450,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

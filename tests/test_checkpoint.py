@@ -160,14 +160,14 @@ def test_recorded_clip_length_is_the_drivers_default(tmp_path, capsys):
     assert clip_length() == 3
     assert "-L 3: the clip length" in capsys.readouterr().err
     assert clip_length("-L", "7") == 7
-    with pytest.raises(SystemExit, match="-L/--clip-length 0: must be >= 1"):
+    with pytest.raises(ValueError, match="-L/--clip-length 0: must be >= 1"):
         clip_length("-L", "0")
     with pytest.raises(ValueError, match="must be >= 1"):
         recommend_settings(path, 0, "")
     data = torch.load(path, weights_only=True)
     data["inference"]["clip_length"] = "ten"
     torch.save(data, path)
-    with pytest.raises(SystemExit, match=rf"{path.name}: the clip length it records is 'ten'.*pass -L N"):
+    with pytest.raises(CheckpointError, match=rf"{path.name}: the clip length it records is 'ten'.*pass -L N"):
         clip_length()
     assert clip_length("-L", "2") == 2  # a bad record does not block an explicit -L
     with pytest.raises(CheckpointError, match="only train.py checkpoints"):
@@ -200,6 +200,6 @@ def test_recorded_flip_is_the_drivers_default(tmp_path, capsys):
     data = torch.load(path, weights_only=True)
     data["inference"]["flip"] = "yes"
     torch.save(data, path)
-    with pytest.raises(SystemExit, match=rf"{path.name}: the mirror augmentation it records is 'yes'.*--no-flip"):
+    with pytest.raises(CheckpointError, match=rf"{path.name}: the mirror augmentation it records is 'yes'.*--no-flip"):
         flip()
     assert flip("--no-flip") is False  # a bad record does not block an explicit choice

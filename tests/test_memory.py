@@ -303,7 +303,7 @@ def test_flags_reach_the_engine(small_net, small_checkpoint, tmp_path, monkeypat
             "--device", "cpu"]
     store = memory_options(eval_generic.parse_args([*base, "--memory", "fifo", "--max-memory-frames", "7"])).factory()()
     assert isinstance(store, FifoMemory) and store.max_frames == 7
-    with pytest.raises(SystemExit, match="no quality head"):
+    with pytest.raises(ValueError, match="no quality head"):
         memory_options(eval_generic.parse_args([*base, "--memory", "quality", "--quality-source", "head"]), small_net)
     engine = build_engine(eval_generic.parse_args([*base, "--memory", "afb", "--memory-budget", "300",
                                                    "--afb-merge-threshold", "0.2", "--afb-update-rate", "0.05"]))
