@@ -251,8 +251,11 @@ def youtube_frame_root(root: Path, split: str) -> tuple[Path, str | None]:
 
 def png_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image file, from its header."""
-    with Image.open(path) as image:
-        return image.size[1], image.size[0]
+    try:
+        with Image.open(path) as image:
+            return image.size[1], image.size[0]
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: cannot read mask PNG ({error}); replace this file") from error
 
 
 def youtube_benchmark(

@@ -38,8 +38,8 @@ def check_output_folder(path: Path, flag: str = "--output") -> None:
     if path.exists():
         if not path.is_dir():
             raise ValueError(
-                f"{flag} {path}: this is an existing file, not a folder; pass a folder path (it is created if "
-                "missing) or move the file away"
+                f"{flag} {path}: is a file, not a folder; pass a folder path (it is created if missing) or move "
+                "the file away"
             )
         if not os.access(path, os.W_OK | os.X_OK):
             raise ValueError(f"{flag} {path}: folder is not writable by this user; choose another output folder")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -120,6 +121,8 @@ def segment_source(
             folder.commit()
     except BaseException:
         if folder is not None:
+            with contextlib.suppress(Exception):  # the error being raised is the one to report
+                writer.flush()  # queued PNGs land before their folder is removed (else they would recreate it)
             folder.abort()
         raise
     seconds = time.perf_counter() - start

@@ -65,16 +65,6 @@ def _original_message(text: str, kind: type) -> str:
     return lines[-1]
 
 
-def ignore_sigint_in_worker(_worker_id: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: leave Ctrl-C to the main process.
-
-    A terminal delivers SIGINT to the whole process group; workers that handled it would
-    print their own tracebacks. Ignoring it is safe: the main process's KeyboardInterrupt
-    shuts the loader down, and workers exit when their parent does.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a driver's ``main(argv)`` and return its exit code, reporting failures as the convention says.
 

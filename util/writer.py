@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import shutil
 import threading
@@ -60,8 +61,12 @@ class MaskWriter:
     def __enter__(self) -> MaskWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):  # never replace the exception already on its way out
+            self.close()
 
 
 class AtomicFolder:
