@@ -203,11 +203,12 @@ def davis_benchmark(root: Path, year: str, split: str, output: Path, label_cache
         first = annotations / name / f"{frames[0].stem}.png"
         if not first.is_file():
             raise ValueError(f"{first}: first-frame annotation of sequence {name!r} not found")
+        meta = {}
         if single:
             staged = Path(label_cache) / name / first.name
             merge_objects(first, staged)
-            first = staged
-        sources.append(VideoSource(name, frames, {0: first}))
+            first, meta["annotation_files"] = staged, {0: first}  # errors name the user's file, not the staged one
+        sources.append(VideoSource(name, frames, {0: first}, meta=meta))
         full_gt = full_gt and len(list((annotations / name).glob("*.png"))) == len(frames) >= 3
     score = ScoreSpec(split_root, split, single) if full_gt else None
     return Benchmark(f"davis{year}-{split}", sources, Path(output), binary=single, score=score)

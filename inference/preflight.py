@@ -91,8 +91,10 @@ def check_annotations(sources: Iterable[VideoSource]) -> None:
     for source in sources:
         if not source.labels:
             raise ValueError(f"video {source.name!r}: no annotation PNG; give at least the first mask")
+        shown = source.meta.get("annotation_files", {})  # the user's files where staged copies are read
         for index, label_path in sorted(source.labels.items()):
             mask = read_index_png(label_path)  # ValueError naming the file for unreadable / RGB / 16-bit
+            label_path = shown.get(index, label_path)
             frame = source.frames[index]
             height, width = image_size(frame)
             if mask.shape != (height, width):

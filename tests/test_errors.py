@@ -193,6 +193,12 @@ LAYOUTS = {
         lambda root, out: ["--davis-path", str(root), "--output", str(out)],
         "Annotations/480p/v/00000.png", "JPEGImages/480p/v",
     ),
+    "eval_davis_2016": Layout(  # the first-frame objects are merged into a staged copy: errors must name the original
+        eval_davis.main,
+        lambda root: syn.write_davis2016(root, [syn.VideoSpec("v", _config())]),
+        lambda root, out: ["--year", "2016", "--davis-path", str(root), "--output", str(out)],
+        "Annotations/480p/v/00000.png", "JPEGImages/480p/v",
+    ),
     "eval_youtube": Layout(
         eval_youtube.main,
         lambda root: syn.write_youtube(root, [syn.VideoSpec("v", _config())]),

@@ -1,6 +1,6 @@
 """How every command-line entry point ends: one line for the user's mistakes, a traceback for ours.
 
-The project's error convention (docs/reliability.md, "Errors"):
+The project's error convention (docs/evaluation.md, "Errors"):
 
 * a problem with the user's data, paths, flags or environment raises ``ValueError`` (or a
   subclass such as ``model.checkpoint.CheckpointError``) or an ``OSError`` subclass, with a
