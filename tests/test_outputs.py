@@ -275,13 +275,13 @@ def _long_clip(root: Path, frames: int) -> tuple[Path, Path]:
     return root / "clip.mp4", root / "first.png"
 
 
-def _interrupt(argv: list[str], started: Path, sig: int) -> subprocess.CompletedProcess:
-    """Start a driver, wait until ``started`` (a temporary folder) holds a mask PNG, then send ``sig``."""
+def _interrupt(argv: list[str], watch: Path, sig: int) -> subprocess.CompletedProcess:
+    """Start a driver, wait until a mask PNG appears anywhere under ``watch`` (mid-run), then send ``sig``."""
     process = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     deadline = time.monotonic() + 240
     try:
-        while not (started.is_dir() and any(started.glob("*.png"))):
+        while not any(watch.rglob("*.png")):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the run never started writing masks"
             time.sleep(0.05)
@@ -307,7 +307,7 @@ def test_segment_interrupted_leaves_no_partial_masks_or_overlay(tmp_path, sig):
         return [str(REPO / "segment.py"), "--video", str(clip), "--mask", str(mask), "--output", str(work / "masks"),
                 "--overlay", str(work / "ov.mp4"), "--model", "recipe", "--size", size, *FAST]
 
-    run = _interrupt(argv(*_long_clip(tmp_path / "long", 200), "96"), work / ".masks.partial", sig)
+    run = _interrupt(argv(*_long_clip(tmp_path / "long", 200), "96"), work, sig)
     assert run.returncode != 0
     assert _visible(work) == []  # no masks folder, no overlay: nothing that looks like a result
     leftovers = sorted(p.name for p in work.iterdir())
@@ -330,7 +330,8 @@ def test_eval_generic_interrupted_leaves_no_partial_video_folder(tmp_path, sig):
     out = tmp_path / "out"
     argv = [str(REPO / "eval_generic.py"), "--data", str(tmp_path / "long"), "--output", str(out),
             "--model", "recipe", "--size", "96", *FAST]
-    run = _interrupt(argv, out / ".v.partial", sig)
+    out.mkdir()
+    run = _interrupt(argv, out, sig)
     assert run.returncode != 0
     assert _visible(out) == []  # no video folder that would look finished (or be skipped by a rerun)
     if sig == signal.SIGINT:
