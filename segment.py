@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from dataset.benchmarks import open_frames, read_user_masks, segment_stream  # noqa: E402
+from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, segment_stream  # noqa: E402
 from inference.cli import add_engine_args, build_engine  # noqa: E402
 from util.progress import progress  # noqa: E402
 from util.video_io import OverlayWriter, overlay  # noqa: E402
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {error}") from error
     engine = build_engine(args)
     try:
-        folder = mask_folder(args.output, args.video) if args.output is not None else None
+        inputs = (args.video, *(parse_mask_arg(text)[1] for text in args.mask))
+        folder = mask_folder(args.output, inputs) if args.output is not None else None
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
     video = None
@@ -104,18 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def mask_folder(output: Path, video: Path) -> AtomicFolder:
+def mask_folder(output: Path, inputs: tuple[Path, ...]) -> AtomicFolder:
     """The AtomicFolder that becomes ``--output`` (a leftover temporary of a killed run is removed).
 
-    Refused: an ``--output`` that is a file, the root folder, or the input frame folder itself
-    (masks named like the frames would replace them, or be read as frames next time).
+    ``inputs``: the video and mask files; an ``--output`` holding one of them is never replaced
+    (the masks are moved into it). Refused: an ``--output`` that is a file, the root folder, or
+    the input frame folder itself (masks named like the frames would replace them, or be read as
+    frames next time).
     """
     final = output.resolve()
     if final.exists() and not final.is_dir():
         raise ValueError(f"--output {output}: this is a file, not a folder; give a folder for the mask PNGs")
-    if final == video.resolve() or final == final.parent:
+    if final == inputs[0].resolve() or final == final.parent:
         raise ValueError(f"--output {output}: this is the input frame folder or the root; choose another folder")
-    return AtomicFolder(final, final.parent, merge=True)
+    return AtomicFolder(final, final.parent, merge=True, protect=inputs)
 
 
 if __name__ == "__main__":

@@ -459,6 +459,9 @@ def check_replaceable(bench: Benchmark, sources: Iterable[VideoSource]) -> None:
         folder = check_inside(bench.mask_root, bench.mask_root / source.name, "video folder")
         if folder.is_symlink() or folder.exists():
             problem = replace_problem(folder)
+            inputs = {Path(p).parent.resolve() for p in [source.frames[0], *source.labels.values()]}
+            if problem is None and folder.resolve() in inputs:
+                problem = "it is the video's frame or annotation folder"
             if problem is not None:
                 raise ValueError(
                     f"{folder}: cannot replace this folder with the masks of video {source.name!r} ({problem}); "

@@ -411,3 +411,25 @@ def test_rerun_refuses_result_folders_without_a_settings_record(model, tmp_path,
     assert "'dv': it has no settings record" in message and "--overwrite" in message
     assert eval_davis.main([*argv, "--overwrite"]) == 0
     assert (out / "dv" / STAMP).is_file() and len(list((out / "dv").glob("*.png"))) == 3
+
+
+def test_outputs_never_replace_input_files(model, tmp_path, capsys):
+    """segment.py into the folder holding its mask keeps the mask (twice); eval_generic refuses to replace
+    the data's own annotation folder even with --overwrite."""
+    config = syn.SyntheticConfig(num_frames=3, height=H, width=W, num_objects=1, seed=8)
+    syn.write_generic(tmp_path / "data", [syn.VideoSpec("v", config)])
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(tmp_path / "data" / "Annotations" / "v" / "00000.png", out / "first.png")
+    argv = ["--video", str(tmp_path / "data" / "JPEGImages" / "v"), "--mask", str(out / "first.png"),
+            "--output", str(out), "--model", str(model), "--size", "-1", *FAST]
+    for _ in range(2):
+        assert segment.main(argv) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "00002.png", "first.png"]
+
+    annotations = tmp_path / "data" / "Annotations"
+    before = _snapshot(tmp_path / "data")
+    message = _error_of(eval_generic.main, ["--data", str(tmp_path / "data"), "--output", str(annotations),
+                                            "--model", str(model), "--overwrite", *FAST], capsys)
+    assert "it is the video's frame or annotation folder" in message
+    assert _snapshot(tmp_path / "data") == before

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from util.palette import davis_palette
-from util.paths import check_inside
+from util.paths import check_inside, inside
 
 #: file name of the settings record inside a committed output folder
 STAMP = ".pcvos-run.json"
@@ -182,10 +182,13 @@ class AtomicFolder:
     as a whole, and files of other names are kept).
     """
 
-    def __init__(self, final: str | os.PathLike, root: str | os.PathLike, merge: bool = False) -> None:
+    def __init__(self, final: str | os.PathLike, root: str | os.PathLike, merge: bool = False,
+                 protect: tuple[str | os.PathLike, ...] = ()) -> None:
+        """``protect``: input files; a ``final`` that holds one of them is never replaced (merged with ``merge``)."""
         self.root = Path(root)
         self.final = Path(final)
         self.merge = merge
+        self.protect = tuple(Path(p) for p in protect)
         self.tmp = partial_name(self.final)
         check_inside(self.root, self.final, "output folder")
         check_inside(self.root, self.tmp, "temporary folder")
@@ -197,6 +200,8 @@ class AtomicFolder:
         # Checked again: a link planted since __init__ must not redirect the deletion below.
         check_inside(self.root, self.final, "output folder")
         problem = replace_problem(self.final, need_stamp=self.merge)
+        if problem is None and any(inside(self.final, p) for p in self.protect):
+            problem = "it holds an input file"
         if problem is None:
             if self.final.exists():
                 shutil.rmtree(self.final)
@@ -208,7 +213,10 @@ class AtomicFolder:
                 "folder that is new, empty or holds only earlier results"
             )
         for entry in sorted(self.tmp.iterdir()):
-            entry.replace(self.final / entry.name)
+            if entry.name == STAMP:  # a stamp says the whole folder is ours: not true of this one
+                entry.unlink()
+            else:
+                entry.replace(self.final / entry.name)
         self.tmp.rmdir()
 
     def abort(self) -> None:
