@@ -26,6 +26,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -332,6 +333,7 @@ def write_submission_zip(mask_root: Path, videos: Iterable[str], zip_path: Path)
         folder = check_inside(mask_root, mask_root / video, "video folder")
         contents[video] = [png for png in sorted(folder.glob("*.png")) if safe_name(png.name, folder, "mask file")]
     zip_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_zip_temporaries(zip_path)
     tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.partial")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -345,6 +347,21 @@ def write_submission_zip(mask_root: Path, videos: Iterable[str], zip_path: Path)
         tmp.unlink(missing_ok=True)
         raise
     return zip_path
+
+
+def remove_stale_zip_temporaries(zip_path: Path) -> None:
+    """Remove ``.<zip>.<pid>.partial`` files left by killed processes (only ours: that name, a dead pid)."""
+    prefix = f".{zip_path.name}."
+    for leftover in zip_path.parent.glob(f"{glob_escape(prefix)}*.partial"):
+        pid = leftover.name[len(prefix):-len(".partial")]
+        if not pid.isdigit() or not leftover.is_file() or leftover.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            leftover.unlink(missing_ok=True)  # its writer is gone: a concurrent shard's file is never touched
+        except (PermissionError, OverflowError):
+            continue
 
 
 # =============================================================================================

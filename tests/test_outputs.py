@@ -161,7 +161,10 @@ def test_write_submission_zip_refuses_escaping_entries(tmp_path):
         with pytest.raises(ValueError, match="video name"):
             write_submission_zip(masks, ["ok", video], target)
         assert not target.exists() and not list(tmp_path.glob(".sub.zip*"))
+    (tmp_path / ".sub.zip.999999999.partial").write_bytes(b"left by a killed run")  # no such process
+    (tmp_path / ".other.zip.999999999.partial").write_bytes(b"not ours")
     write_submission_zip(masks, ["ok"], target)
+    assert sorted(p.name for p in tmp_path.glob(".*")) == [".other.zip.999999999.partial"]
     with zipfile.ZipFile(target) as archive:
         assert archive.namelist() == ["Annotations/", "Annotations/ok/", "Annotations/ok/00000.png"]
 
