@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import DAVIS_SPLITS, DAVIS_YEARS, davis_benchmark, run_benchmark, summary_line  # noqa: E402
-from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.cli import add_engine_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="DAVIS folder with JPEGImages/480p/ (or its parent with trainval/ and test-dev/)")
     parser.add_argument("--output", required=True, type=Path, help="results folder: <output>/<seq>/<frame>.png")
     parser.add_argument("--no-score", action="store_true", help="do not compute J&F even when ground truth exists")
+    add_output_args(parser)
     add_shard_arg(parser)
     add_engine_args(parser, default_size=-1)
     return parser.parse_args(argv)
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.score = None
         preflight_benchmark(bench)
         engine = build_engine(args)
-        result = run_benchmark(engine, bench, args.size, args.workers, shard)
+        result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
     print(summary_line(result))
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import generic_benchmark, run_benchmark, summary_line  # noqa: E402
-from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.cli import add_engine_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, type=Path, help="root with JPEGImages/ and Annotations/")
     parser.add_argument("--output", required=True, type=Path, help="results root")
     parser.add_argument("--videos", nargs="*", help="only these videos (default: all)")
+    add_output_args(parser)
     add_shard_arg(parser)
     add_engine_args(parser)
     return parser.parse_args(argv)
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = generic_benchmark(args.data, args.output, args.videos)
     preflight_benchmark(bench)  # outputs and annotations: a bad input fails before any video is segmented
     engine = build_engine(args)
-    result = run_benchmark(engine, bench, args.size, args.workers, shard)
+    result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
     print(summary_line(result))
     return 0
 

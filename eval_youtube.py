@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import YOUTUBE_SPLITS, run_benchmark, summary_line, youtube_benchmark  # noqa: E402
-from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.cli import add_engine_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--required-only", action="store_true",
                         help="segment only the frames meta.json lists (default: every frame, as released)")
     parser.add_argument("--output-all", action="store_true", help="write every segmented frame, not only meta.json's")
+    add_output_args(parser)
     add_shard_arg(parser)
     add_engine_args(parser)
     return parser.parse_args(argv)
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.zip_path = None
     preflight_benchmark(bench, zip_flag="--zip" if args.zip else "--zip (default <output>.zip)")
     engine = build_engine(args)
-    result = run_benchmark(engine, bench, args.size, args.workers, shard)
+    result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
     print(summary_line(result))
     return 0
 

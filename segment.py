@@ -9,7 +9,9 @@ object) or other greyscale values (ids), or RGB(A) PNGs (each colour is an objec
 order of first appearance). Writes <output>/<frame>.png palette masks from the first masked
 frame on (frame names: the frame files' stems, or 00000, 00001, ... for a video file) and,
 with --overlay, an mp4 of the frames with the objects blended in. Containers are decoded
-frame by frame; no whole video is ever held in memory.
+frame by frame; no whole video is ever held in memory. Both outputs are written under hidden
+temporary names (.OUTPUT.partial/, .NAME.partial.mp4) and appear only when complete; an
+interrupted run leaves no half-written result, and the next run removes its temporaries.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from dataset.benchmarks import open_frames, read_user_masks, segment_stream  # noqa: E402
+from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, segment_stream  # noqa: E402
 from inference.cli import add_engine_args, build_engine  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.progress import progress  # noqa: E402
 from util.video_io import OverlayWriter, overlay  # noqa: E402
-from util.writer import MaskWriter  # noqa: E402
+from util.writer import AtomicFolder, MaskWriter, write_stamp  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,35 +58,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.overlay is not None:
         check_output_file(args.overlay, "--overlay")
     engine = build_engine(args)
-    if args.output is not None:
-        args.output.mkdir(parents=True, exist_ok=True)
-    video = OverlayWriter(args.overlay, args.fps or stream.fps, stream.size) if args.overlay else None
+    inputs = (args.video, *(parse_mask_arg(text)[1] for text in args.mask))
+    folder = mask_folder(args.output, inputs) if args.output is not None else None
+    video = None
     written = 0
-    with MaskWriter() as writer:
+    try:
+        video = OverlayWriter(args.overlay, args.fps or stream.fps, stream.size) if args.overlay else None
+        with MaskWriter() as writer:
 
-        def sink(index: int, rgb: np.ndarray, mask: np.ndarray | None) -> None:
-            nonlocal written
-            if mask is not None and args.output is not None:
-                writer.submit(args.output / f"{stream.names(index)}.png", mask, palette)
-                written += 1
-            if video is not None:
-                video.write(rgb if mask is None else overlay(rgb, mask, palette))
+            def sink(index: int, rgb: np.ndarray, mask: np.ndarray | None) -> None:
+                nonlocal written
+                if mask is not None and folder is not None:
+                    writer.submit(folder.tmp / f"{stream.names(index)}.png", mask, palette)
+                    written += 1
+                if video is not None:
+                    video.write(rgb if mask is None else overlay(rgb, mask, palette))
 
-        try:
             frames = stream.frames()
             if stream.exact_count:  # a container's declared count can be off, and progress() must not list()
                 frames = progress(frames, "frames", total=stream.count)
             stats = segment_stream(engine, frames, labels, args.size, sink)
-        except ValueError as error:
-            if video is not None:
-                video.close(commit=False)
+            writer.flush()  # a failed PNG write fails the video
+        # Masks and overlay appear only now, each complete: until here they lived under temporary names.
+        if folder is not None:
+            write_stamp(folder.tmp, {"video": str(args.video), "masks": written})
+            folder.commit()
+        if video is not None:
+            video.close()
+    except BaseException as error:
+        if video is not None:
+            video.close(commit=False)
+        if folder is not None:
+            folder.abort()
+        if isinstance(error, ValueError):
             raise ValueError(f"{args.video}: {error}") from error
-        except BaseException:
-            if video is not None:
-                video.close(commit=False)
-            raise
+        raise
     if video is not None:
-        video.close()
         print(f"overlay: {args.overlay} ({video.frames} frames)")
     if args.output is not None:
         print(f"masks: {written} PNGs in {args.output}")
@@ -94,6 +103,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{stats.frames / max(stats.engine_seconds, 1e-9):.2f} FPS engine"
     )
     return 0
+
+
+def mask_folder(output: Path, inputs: tuple[Path, ...]) -> AtomicFolder:
+    """The AtomicFolder that becomes ``--output`` (a leftover temporary of a killed run is removed).
+
+    ``inputs``: the video and mask files; an ``--output`` holding one of them is never replaced
+    (the masks are moved into it). Refused: an ``--output`` that is a file, the root folder, or
+    the input frame folder itself (masks named like the frames would replace them, or be read as
+    frames next time).
+    """
+    final = output.resolve()
+    if final.exists() and not final.is_dir():
+        raise ValueError(f"--output {output}: this is a file, not a folder; give a folder for the mask PNGs")
+    if final == inputs[0].resolve() or final == final.parent:
+        raise ValueError(f"--output {output}: this is the input frame folder or the root; choose another folder")
+    return AtomicFolder(final, final.parent, merge=True, protect=inputs)
 
 
 if __name__ == "__main__":

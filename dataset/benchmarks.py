@@ -18,14 +18,15 @@ inputs that cannot be read at random (mp4 and other containers).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,11 @@ from inference.engine import FrameInput, PCVOSEngine
 from inference.runner import VideoStats, probabilities_to_mask, segment_source
 from util import davis_metrics as dm
 from util.palette import davis_palette, read_index_png, write_index_png
+from util.paths import check_inside, safe_name
 from util.progress import progress
 from util.sharding import Shard
 from util.video_io import VideoReader, is_video_file, prefetch
-from util.writer import MaskWriter
+from util.writer import MaskWriter, read_stamp, replace_problem
 
 DAVIS_YEARS = ("2016", "2017")
 DAVIS_SPLITS = ("val", "test-dev", "train", "trainval")
@@ -81,7 +83,8 @@ class BenchmarkResult:
 
     name: str
     shard: Shard
-    videos: int = 0
+    videos: int = 0  # videos segmented by this run
+    skipped: int = 0  # videos whose complete folder from an earlier run with the same settings was kept
     frames: int = 0
     seconds: float = 0.0
     engine_seconds: float = 0.0
@@ -105,9 +108,10 @@ class BenchmarkResult:
 def summary_line(result: BenchmarkResult) -> str:
     """The one line every driver ends with."""
     shard = "" if result.shard.is_whole else f" (shard {result.shard})"
+    skipped = f"; {result.skipped} complete videos skipped" if result.skipped else ""
     return (
         f"{result.name}{shard}: {result.videos} videos, {result.frames} frames in {result.seconds:.1f} s; "
-        f"{result.fps:.2f} FPS end to end, {result.engine_fps:.2f} FPS engine"
+        f"{result.fps:.2f} FPS end to end, {result.engine_fps:.2f} FPS engine{skipped}"
     )
 
 
@@ -138,13 +142,17 @@ def davis_split_root(root: Path, year: str, split: str) -> Path:
 
 
 def _read_name_list(path: Path) -> list[str]:
-    """Sequence names of an ImageSets file: plain names, or DAVIS-2016 'JPEG-path PNG-path' lines."""
+    """Sequence names of an ImageSets file: plain names, or DAVIS-2016 'JPEG-path PNG-path' lines.
+
+    Every name is checked with ``safe_name``: it becomes an output folder.
+    """
     names: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         token = line.strip().split()[0] if line.strip() else ""
         if not token:
             continue
-        name = Path(token).parts[-2] if "/" in token else token
+        name = Path(token).parts[-2] if "/" in token and len(Path(token).parts) >= 2 else token
+        safe_name(name, path, "sequence name")
         if name not in names:
             names.append(name)
     return names
@@ -225,7 +233,7 @@ def read_youtube_meta(path: Path) -> dict[str, dict[int | str, list[str]]]:
         raise ValueError(f"{path}: meta.json not found; pass --yv-path the YouTube-VOS root (with <split>/meta.json)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {
+        meta = {
             video: {obj: list(info["frames"]) for obj, info in entry["objects"].items()}
             for video, entry in data["videos"].items()
         }
@@ -234,6 +242,13 @@ def read_youtube_meta(path: Path) -> dict[str, dict[int | str, list[str]]]:
             f"{path}: not a YouTube-VOS meta.json ({error!r}); expected "
             '{"videos": {vid: {"objects": {id: {"frames": [...]}}}}}'
         ) from error
+    # Video names become output folders and zip entries, frame names output files: check them here.
+    for video, objects in meta.items():
+        safe_name(video, path, "video name")
+        for frames in objects.values():
+            for frame in frames:
+                safe_name(frame, path, f"frame name of video {video!r}")
+    return meta
 
 
 def youtube_frame_root(root: Path, split: str) -> tuple[Path, str | None]:
@@ -310,23 +325,47 @@ def youtube_benchmark(
 def write_submission_zip(mask_root: Path, videos: Iterable[str], zip_path: Path) -> Path:
     """Zip ``<mask_root>/<vid>/*.png`` as ``Annotations/<vid>/<frame>.png``, atomically (temp + rename).
 
-    PNGs are stored, not deflated: they are compressed already.
+    PNGs are stored, not deflated: they are compressed already. Every video and file
+    name is checked (``safe_name``) before the zip is started, so no entry can point
+    outside ``Annotations/`` when unpacked.
     """
     zip_path = Path(zip_path)
+    mask_root = Path(mask_root)
+    contents: dict[str, list[Path]] = {}
+    for video in sorted(videos):
+        safe_name(video, mask_root, "video name")
+        folder = check_inside(mask_root, mask_root / video, "video folder")
+        contents[video] = [png for png in sorted(folder.glob("*.png")) if safe_name(png.name, folder, "mask file")]
     zip_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_zip_temporaries(zip_path)
     tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.partial")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.writestr("Annotations/", b"")
-            for video in sorted(videos):
+            for video, pngs in contents.items():
                 archive.writestr(f"Annotations/{video}/", b"")
-                for png in sorted((mask_root / video).glob("*.png")):
+                for png in pngs:
                     archive.write(png, f"Annotations/{video}/{png.name}")
         tmp.replace(zip_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return zip_path
+
+
+def remove_stale_zip_temporaries(zip_path: Path) -> None:
+    """Remove ``.<zip>.<pid>.partial`` files left by killed processes (only ours: that name, a dead pid)."""
+    prefix = f".{zip_path.name}."
+    for leftover in zip_path.parent.glob(f"{glob_escape(prefix)}*.partial"):
+        pid = leftover.name[len(prefix):-len(".partial")]
+        if not pid.isdigit() or not leftover.is_file() or leftover.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            leftover.unlink(missing_ok=True)  # its writer is gone: a concurrent shard's file is never touched
+        except (PermissionError, OverflowError):
+            continue
 
 
 # =============================================================================================
@@ -341,7 +380,8 @@ def generic_benchmark(root: Path, output: Path, only: list[str] | None = None) -
     for folder, what in ((images, "<frame>.jpg"), (annotations, "<frame>.png")):
         if not folder.is_dir():
             raise ValueError(f"{root}: no {folder.name}/ folder (expected {folder.name}/<video>/{what})")
-    names = sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = sorted(safe_name(p.name, images, "video folder name")
+                   for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
     if only:
         missing = sorted(set(only) - set(names))
         if missing:
@@ -356,47 +396,105 @@ def generic_benchmark(root: Path, output: Path, only: list[str] | None = None) -
 # =============================================================================================
 
 
-class BinaryMaskWriter:
-    """Writes greyscale 0/255 PNGs (DAVIS 2016) on a worker thread; same interface as ``MaskWriter``."""
-
-    def __init__(self, max_pending: int = 64) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="binary-mask-writer")
-        self._pending: list[Future] = []
-        self._max_pending = max_pending
-
-    @staticmethod
-    def _write(path: Path, mask: np.ndarray) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        Image.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8), mode="L").save(tmp, format="PNG")
-        tmp.replace(path)
-
-    def submit(self, path: Path, mask: np.ndarray, palette: np.ndarray | None = None) -> None:
-        """Queue ``mask`` (uint8 [H, W], any non-zero = object); ``palette`` is ignored."""
-        while len(self._pending) >= self._max_pending:
-            self._pending.pop(0).result()
-        self._pending.append(self._pool.submit(self._write, Path(path), mask))
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()  # re-raises a failed write
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._pool.shutdown()
-
-    def __enter__(self) -> BinaryMaskWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+# A video folder is *complete* when it was committed atomically (AtomicFolder: the folder exists
+# under its final name only once every mask was on disk), holds every mask the video should have,
+# and its stamp (util.writer.STAMP) records the settings of the current run. Only then may a rerun
+# skip it; a folder written with other settings is refused unless the run overwrites.
 
 
-def benchmark_complete(bench: Benchmark) -> bool:
-    """Whether every video of the benchmark has its (atomically committed) output folder."""
-    return all((bench.mask_root / s.name).is_dir() for s in bench.sources)
+def expected_masks(source: VideoSource) -> set[str]:
+    """File names of the masks ``segment_source`` writes for ``source`` with its benchmark options.
+
+    Every frame from the first annotated one on that is segmented (required, or annotated)
+    and, when ``source.meta['write']`` is set, listed there.
+    """
+    names = source.frame_names
+    write = source.meta.get("write")
+    return {
+        f"{names[i]}.png"
+        for i in range(min(source.labels), len(names))
+        if (source.required is None or i in source.required or i in source.labels)
+        and (write is None or i in write)
+    }
+
+
+def video_stamp(source: VideoSource, settings: dict) -> dict:
+    """What a committed folder of ``source`` records: the run's settings and what the video's result depends on.
+
+    Besides ``settings`` (model, engine, size): whether only the listed frames were segmented
+    (it changes the masks) and a digest of each first-appearance annotation.
+    """
+    annotations = {}
+    for index in sorted(source.labels):
+        path = source.labels[index]
+        annotations[source.frame_names[index]] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return {"settings": settings, "required_only": source.required is not None, "annotations": annotations}
+
+
+def video_complete(mask_root: Path, source: VideoSource, stamp: dict | None = None) -> bool:
+    """Whether ``<mask_root>/<video>`` is complete (and, with ``stamp``, was made with exactly that stamp)."""
+    folder = Path(mask_root) / source.name
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    if stamp is not None and read_stamp(folder) != stamp:
+        return False
+    present = {p.name for p in folder.glob("*.png")}
+    return expected_masks(source) <= present
+
+
+def stamp_difference(found: dict | None, wanted: dict) -> str:
+    """One phrase saying how a folder's stamp differs from the current run's."""
+    if found is None:
+        return "it has no settings record (written by an earlier version or another program)"
+    old, new = found.get("settings") or {}, wanted["settings"]
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return f"{key} was {old.get(key)!r}, now {new.get(key)!r}"
+    if found.get("required_only") != wanted["required_only"]:
+        return "it was segmented with{} --required-only".format("" if found.get("required_only") else "out")
+    if found.get("annotations") != wanted["annotations"]:
+        return "its first-appearance annotations have changed"
+    return "its settings record differs"
+
+
+def check_rerun(bench: Benchmark, stamps: dict[str, dict]) -> None:
+    """Refuse to mix results: any committed folder of ``bench`` made with other settings is a ValueError."""
+    stale = []
+    for source in bench.sources:
+        folder = bench.mask_root / source.name
+        if folder.is_dir() and not folder.is_symlink():
+            found = read_stamp(folder)
+            if found != stamps[source.name]:
+                stale.append((source.name, stamp_difference(found, stamps[source.name])))
+    if stale:
+        video, why = stale[0]
+        raise ValueError(
+            f"{bench.mask_root}: {len(stale)} video folder(s) here were made with other settings (e.g. {video!r}: "
+            f"{why}); pass --overwrite to recompute them, or choose another --output"
+        )
+
+
+def check_replaceable(bench: Benchmark, sources: Iterable[VideoSource]) -> None:
+    """Before any work: every folder that will be (re)written lies inside the mask root and holds only masks."""
+    for source in sources:
+        folder = check_inside(bench.mask_root, bench.mask_root / source.name, "video folder")
+        if folder.is_symlink() or folder.exists():
+            problem = replace_problem(folder)
+            inputs = {Path(p).parent.resolve() for p in [source.frames[0], *source.labels.values()]}
+            if problem is None and folder.resolve() in inputs:
+                problem = "it is the video's frame or annotation folder"
+            if problem is not None:
+                raise ValueError(
+                    f"{folder}: cannot replace this folder with the masks of video {source.name!r} ({problem}); "
+                    "choose an output folder that is new, empty or holds only earlier results"
+                )
+
+
+def benchmark_complete(bench: Benchmark, stamps: dict[str, dict] | None = None) -> bool:
+    """Whether every video of the benchmark has a complete output folder (see ``video_complete``)."""
+    return all(
+        video_complete(bench.mask_root, s, None if stamps is None else stamps[s.name]) for s in bench.sources
+    )
 
 
 def score_benchmark(bench: Benchmark) -> tuple[dict[str, float], list[str]]:
@@ -430,7 +528,8 @@ def format_scores(row: dict[str, float]) -> str:
 
 
 def segment_benchmark_video(
-    engine: PCVOSEngine, source: VideoSource, bench: Benchmark, size: int, writer, workers: int
+    engine: PCVOSEngine, source: VideoSource, bench: Benchmark, size: int, writer, workers: int,
+    stamp: dict | None = None,
 ) -> VideoStats:
     """One video of a benchmark, with the benchmark's per-video output options."""
     write = source.meta.get("write")
@@ -443,6 +542,7 @@ def segment_benchmark_video(
         workers,
         write_frames=None if write is None else write.__contains__,
         output_size=source.meta.get("output_size"),
+        stamp=stamp,
     )
 
 
@@ -454,24 +554,45 @@ def run_benchmark(
     shard: Shard | None = None,
     finalize: bool = True,
     log: Callable[[str], None] = print,
+    settings: dict | None = None,
+    overwrite: bool = False,
 ) -> BenchmarkResult:
-    """Segment this shard's videos, then (``finalize``) score or zip if the benchmark is complete."""
+    """Segment this shard's videos, then (``finalize``) score or zip if the benchmark is complete.
+
+    With ``settings`` (what the results depend on: model, engine options, size; see
+    ``inference.cli.run_settings``) every committed video folder records them, and a
+    rerun into the same output skips the videos whose folders are complete with the
+    same settings (``result.skipped``); a folder made with other settings is refused
+    (ValueError) unless ``overwrite``, which recomputes every video of the shard.
+    Without ``settings`` every video is computed and nothing is recorded.
+    """
     shard = shard or Shard()
     result = BenchmarkResult(bench.name, shard)
     for note in bench.notes:
         log(f"note: {note}")
     sources = shard.select(bench.sources)
+    stamps = None if settings is None else {s.name: video_stamp(s, settings) for s in bench.sources}
+    todo = sources
+    if stamps is not None and not overwrite:
+        check_rerun(bench, stamps)
+        todo = [s for s in sources if not video_complete(bench.mask_root, s, stamps[s.name])]
+        result.skipped = len(sources) - len(todo)
+        if result.skipped:
+            log(f"{bench.name}: {result.skipped} of {len(sources)} videos already complete in {bench.mask_root} "
+                "with the same settings, skipped (--overwrite recomputes them)")
+    check_replaceable(bench, todo)
     bench.mask_root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with BinaryMaskWriter() if bench.binary else MaskWriter() as writer:
-        for source in progress(sources, f"{bench.name} videos"):
-            stats = segment_benchmark_video(engine, source, bench, size, writer, workers)
+    with MaskWriter(binary=bench.binary) as writer:
+        for source in progress(todo, f"{bench.name} videos"):
+            stamp = None if stamps is None else stamps[source.name]
+            stats = segment_benchmark_video(engine, source, bench, size, writer, workers, stamp)
             result.per_video.append(stats)
             result.videos += 1
             result.frames += stats.frames
             result.engine_seconds += stats.engine_seconds
     result.seconds = time.perf_counter() - start
-    result.complete = benchmark_complete(bench)
+    result.complete = benchmark_complete(bench, stamps)
     if finalize and result.complete:
         finalize_benchmark(bench, result, log)
     elif finalize and not result.complete:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -197,3 +199,63 @@ def build_engine(args: argparse.Namespace) -> PCVOSEngine:
     resolve_clip_length(args, recommended)
     resolve_flip(args, recommended)
     return PCVOSEngine(network, engine_config(args), memory_factory=memory_options(args, network).factory())
+
+
+# --------------------------------------------------------------------------- reruns of the benchmark drivers
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: flags about an output folder that already holds results (every benchmark driver)."""
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="recompute every video even if --output already holds its complete masks (default: skip videos "
+             "finished by an earlier run with the same settings; results made with other settings are refused)",
+    )
+
+
+@lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()[:20]
+
+
+def file_identity(path: str | None) -> str | None:
+    """A content digest of a weights file ('recipe' and None stay as they are)."""
+    if path is None or path == "recipe":
+        return path
+    file = Path(path)
+    stat = file.stat()
+    return _file_digest(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """What a benchmark driver's masks depend on (JSON-serialisable; call after ``build_engine``).
+
+    The weights (by content, so a moved checkpoint still matches), the engine options that
+    change the masks and the working size. Device, workers and compilation are left out:
+    they change the speed, not the result.
+    """
+    config = engine_config(args)
+    settings = {
+        "model": file_identity(args.model),
+        "quality_weights": file_identity(getattr(args, "quality_weights", None)),
+        "clip_length": config.clip_length,
+        "memory_read": config.memory_read,
+        "top_k": config.top_k,
+        "precision": config.precision,
+        "flip": config.flip,
+        "size": args.size,
+        "memory": args.memory,
+    }
+    if args.memory != "keep-all":
+        settings.update(
+            max_memory_frames=args.max_memory_frames, memory_budget=args.memory_budget,
+            afb_merge_threshold=args.afb_merge_threshold, afb_update_rate=args.afb_update_rate,
+            quality_threshold=args.quality_threshold, quality_source=args.quality_source,
+        )
+    return settings
+
+
+def rerun_options(args: argparse.Namespace) -> dict:
+    """``run_benchmark`` keywords for a driver: ``settings`` recorded with the masks, and ``overwrite``."""
+    return {"settings": run_settings(args), "overwrite": bool(getattr(args, "overwrite", False))}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,8 +14,9 @@ import torch.nn.functional as F
 from dataset.frames import VideoSource, frame_loader, label_values
 from inference.engine import FrameInput, PCVOSEngine
 from util.palette import read_palette
+from util.paths import safe_name
 from util.runtime import synchronize
-from util.writer import AtomicFolder, MaskWriter
+from util.writer import AtomicFolder, MaskWriter, write_stamp
 
 
 @dataclass
@@ -60,6 +60,7 @@ def segment_source(
     write_frames: Callable[[int], bool] | None = None,
     on_prob: Callable[[int, torch.Tensor], None] | None = None,
     output_size: tuple[int, int] | None = None,
+    stamp: dict | None = None,
 ) -> VideoStats:
     """Segment one video and write ``<output>/<video>/<frame>.png`` (complete or absent).
 
@@ -73,6 +74,11 @@ def segment_source(
         write_frames: which frame indices to write (default: every segmented frame).
         on_prob: called with (frame index, [K + 1, h, w] probabilities) for every segmented frame.
         output_size: (H, W) of the written masks (default: each frame's own size).
+        stamp: settings recorded in the video's folder (``util.writer.STAMP``) when it is committed.
+
+    The masks are written into a hidden temporary sibling of ``<output>/<video>`` that
+    replaces it only once every mask is on disk; on any error (a failed PNG write
+    included) or interrupt the temporary folder is removed and nothing is committed.
     """
     values = label_values(source)
     if not values:
@@ -81,7 +87,12 @@ def segment_source(
     lut = torch.tensor([0, *values], dtype=torch.int64, device=engine.device)
     palette = read_palette(next(iter(source.labels.values())))
     names = source.frame_names
-    folder = AtomicFolder(output / source.name) if output is not None else None
+    folder = None
+    if output is not None:
+        safe_name(source.name, f"video {source.name!r}", "video name")
+        for name in names:
+            safe_name(f"{name}.png", f"video {source.name!r}", "mask file name")
+        folder = AtomicFolder(output / source.name, output)
     waited = 0.0
     start = time.perf_counter()
 
@@ -117,13 +128,16 @@ def segment_source(
                 waited += time.perf_counter() - tick
         synchronize(engine.device)
         if folder is not None:
-            writer.flush()
+            writer.flush()  # raises a failed write: the folder is then not committed
+            if stamp is not None:
+                write_stamp(folder.tmp, stamp)
             folder.commit()
     except BaseException:
         if folder is not None:
-            with contextlib.suppress(Exception):  # the error being raised is the one to report
-                writer.flush()  # queued PNGs land before their folder is removed (else they would recreate it)
-            folder.abort()
+            try:
+                writer.drain()  # writes still queued must not land after the folder is gone
+            finally:
+                folder.abort()
         raise
     seconds = time.perf_counter() - start
     return VideoStats(source.name, count, seconds, seconds - waited)

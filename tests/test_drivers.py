@@ -71,7 +71,8 @@ def youtube(tmp_path_factory) -> Path:
 
 
 def _files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    """Result files under root; hidden bookkeeping (settings records, temporaries) is checked elsewhere."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
 
 def _meta(youtube: Path) -> dict:

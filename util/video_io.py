@@ -149,6 +149,7 @@ class OverlayWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
+        self.tmp.unlink(missing_ok=True)  # the leftover of a killed run (our temporary name only)
         height, width = size
         self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
         if not self._writer.isOpened():
@@ -164,6 +165,7 @@ class OverlayWriter:
         self.frames += 1
 
     def close(self, commit: bool = True) -> None:
+        """Finish the file and rename it into place (``commit``), or remove it."""
         self._writer.release()
         if commit:
             self.tmp.replace(self.path)
