@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import DAVIS_SPLITS, DAVIS_YEARS, davis_benchmark, run_benchmark, summary_line  # noqa: E402
-from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
 
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-score", action="store_true", help="do not compute J&F even when ground truth exists")
     add_shard_arg(parser)
     add_engine_args(parser, default_size=-1)
+    add_mask_args(parser)
     return parser.parse_args(argv)
 
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args.device = shard_device(args.device)
     with tempfile.TemporaryDirectory(prefix="davis2016-labels.") as labels:
         try:
-            bench = davis_benchmark(args.davis_path, args.year, args.split, args.output, Path(labels))
+            bench = davis_benchmark(args.davis_path, args.year, args.split, args.output, Path(labels), args.mask_values)
         except (ValueError, FileNotFoundError) as error:
             raise SystemExit(f"error: {error}") from error
         if args.no_score:

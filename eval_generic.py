@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import generic_benchmark, run_benchmark, summary_line  # noqa: E402
-from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
 
@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--videos", nargs="*", help="only these videos (default: all)")
     add_shard_arg(parser)
     add_engine_args(parser)
+    add_mask_args(parser)
     return parser.parse_args(argv)
 
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     shard = resolve_shard(args.shard)
     args.device = shard_device(args.device)
     try:
-        bench = generic_benchmark(args.data, args.output, args.videos)
+        bench = generic_benchmark(args.data, args.output, args.videos, args.mask_values)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from error
     engine = build_engine(args)

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import YOUTUBE_SPLITS, run_benchmark, summary_line, youtube_benchmark  # noqa: E402
-from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
 
@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-all", action="store_true", help="write every segmented frame, not only meta.json's")
     add_shard_arg(parser)
     add_engine_args(parser)
+    add_mask_args(parser)
     return parser.parse_args(argv)
 
 
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     shard = resolve_shard(args.shard)
     args.device = shard_device(args.device)
     try:
-        bench = youtube_benchmark(args.yv_path, args.split, args.output, args.required_only, args.output_all, args.zip)
+        bench = youtube_benchmark(
+            args.yv_path, args.split, args.output, args.required_only, args.output_all, args.zip, args.mask_values
+        )
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from error
     if args.no_zip:

@@ -33,10 +33,11 @@ import torch
 from PIL import Image
 
 from dataset.frames import VideoSource, list_frames, prepare_image, prepare_label, read_rgb, video_from_folders
+from dataset.masks import MaskReader
 from inference.engine import FrameInput, PCVOSEngine
 from inference.runner import VideoStats, probabilities_to_mask, segment_source
 from util import davis_metrics as dm
-from util.palette import davis_palette, read_index_png, write_index_png
+from util.palette import write_index_png
 from util.progress import progress
 from util.sharding import Shard
 from util.video_io import VideoReader, is_video_file, prefetch
@@ -169,16 +170,19 @@ def davis_sequences(split_root: Path, year: str, split: str) -> list[str]:
     raise ValueError(f"DAVIS {year} {split}: no sequence list found (tried {tried})")
 
 
-def merge_objects(src: Path, dst: Path) -> None:
+def merge_objects(src: Path, dst: Path, mask_values: str = "auto") -> None:
     """DAVIS 2016: write src's objects merged into one (id 1) as a palette PNG at dst.
 
-    Works for 0/255 greyscale 2016 masks and for multi-object 2017 masks alike.
+    Works for 0/255 greyscale 2016 masks and for multi-object 2017 masks alike (read by the
+    rules of dataset/masks.py: 255 next to other ids is void, not object).
     """
-    mask = read_index_png(src)
+    mask = MaskReader(mask_values).read(src, allow_empty=True)
     write_index_png(dst, (mask > 0).astype(np.uint8))
 
 
-def davis_benchmark(root: Path, year: str, split: str, output: Path, label_cache: Path | None = None) -> Benchmark:
+def davis_benchmark(
+    root: Path, year: str, split: str, output: Path, label_cache: Path | None = None, mask_values: str = "auto"
+) -> Benchmark:
     """DAVIS 2017 (val, test-dev) or 2016 (val) as a Benchmark.
 
     Objects are those of the first frame's annotation; every frame is written
@@ -205,9 +209,9 @@ def davis_benchmark(root: Path, year: str, split: str, output: Path, label_cache
             raise ValueError(f"{first}: first-frame annotation of sequence {name!r} not found")
         if single:
             staged = Path(label_cache) / name / first.name
-            merge_objects(first, staged)
+            merge_objects(first, staged, mask_values)
             first = staged
-        sources.append(VideoSource(name, frames, {0: first}))
+        sources.append(VideoSource(name, frames, {0: first}, mask_values=mask_values))
         full_gt = full_gt and len(list((annotations / name).glob("*.png"))) == len(frames) >= 3
     score = ScoreSpec(split_root, split, single) if full_gt else None
     return Benchmark(f"davis{year}-{split}", sources, Path(output), binary=single, score=score)
@@ -262,6 +266,7 @@ def youtube_benchmark(
     required_only: bool = False,
     output_all: bool = False,
     zip_path: Path | None = None,
+    mask_values: str = "auto",
 ) -> Benchmark:
     """YouTube-VOS 2018/2019 valid/test as a Benchmark.
 
@@ -280,7 +285,7 @@ def youtube_benchmark(
     annotations = root / split / "Annotations"
     sources = []
     for video in sorted(meta):
-        source = video_from_folders(video, frame_root / video, annotations / video)
+        source = video_from_folders(video, frame_root / video, annotations / video, mask_values)
         index = {stem: i for i, stem in enumerate(source.frame_names)}
         wanted = sorted({name for names in meta[video].values() for name in names})
         missing = [name for name in wanted if name not in index]
@@ -330,7 +335,9 @@ def write_submission_zip(mask_root: Path, videos: Iterable[str], zip_path: Path)
 # =============================================================================================
 
 
-def generic_benchmark(root: Path, output: Path, only: list[str] | None = None) -> Benchmark:
+def generic_benchmark(
+    root: Path, output: Path, only: list[str] | None = None, mask_values: str = "auto"
+) -> Benchmark:
     """``<root>/JPEGImages/<video>/`` + ``<root>/Annotations/<video>/`` (first-appearance masks, any frames)."""
     root = Path(root)
     images, annotations = root / "JPEGImages", root / "Annotations"
@@ -343,7 +350,7 @@ def generic_benchmark(root: Path, output: Path, only: list[str] | None = None) -
         if missing:
             raise ValueError(f"videos not found under {images}: {', '.join(missing)}")
         names = [n for n in names if n in only]
-    sources = [video_from_folders(n, images / n, annotations / n) for n in names]
+    sources = [video_from_folders(n, images / n, annotations / n, mask_values) for n in names]
     return Benchmark("generic", sources, Path(output))
 
 
@@ -537,102 +544,14 @@ def parse_mask_arg(text: str) -> tuple[int, Path]:
     return 0, Path(text)
 
 
-class MaskReader:
-    """Reads user masks into object-id maps, consistently across several files.
+def read_user_masks(
+    args: list[str], stream: FrameStream, mask_values: str = "auto"
+) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+    """``--mask`` arguments -> ({frame index: uint8 [H, W] ids}, output palette or None).
 
-    * palette PNG: the palette indices are the ids (its palette is kept for the output);
-    * greyscale: values {0, 255} or {0, 1} are one object (id 1); other values are ids;
-    * RGB / RGBA: each colour other than black (or transparent) is an object, numbered in
-      order of first appearance (raster order, then file order) after the ids already in
-      use; the same colour in a later file is the same object.
-    Value 255 in palette / multi-valued greyscale masks is void (background).
+    The masks are read by the rules of dataset/masks.py (``mask_values``: 'auto' or 'ids').
     """
-
-    def __init__(self) -> None:
-        self.colours: dict[int, int] = {}  # packed 0xRRGGBB -> object id
-        self.used: set[int] = set()  # ids seen so far
-        self._palette: np.ndarray | None = None  # from the first palette PNG
-
-    @property
-    def palette(self) -> np.ndarray | None:
-        """Output palette [256, 3]: the first palette PNG's (or DAVIS's), with RGB masks' colours."""
-        if not self.colours:
-            return self._palette
-        palette = (davis_palette() if self._palette is None else self._palette).copy()
-        if len(palette) < 256:
-            palette = np.concatenate([palette, davis_palette()[len(palette):]])
-        for packed, obj in self.colours.items():
-            palette[obj] = (packed >> 16, (packed >> 8) & 255, packed & 255)
-        return palette
-
-    def read(self, path: Path, size: tuple[int, int]) -> np.ndarray:
-        """uint8 [H, W] ids of ``path``; checks it against the video size (H, W) and for emptiness."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path}: mask file not found")
-        try:
-            with Image.open(path) as image:
-                image.load()
-                ids = self._ids(image, path)
-        except (OSError, SyntaxError) as error:
-            raise ValueError(f"{path}: cannot read mask image ({error})") from error
-        if ids.shape != tuple(size):
-            raise ValueError(
-                f"{path}: mask is {ids.shape[1]}x{ids.shape[0]} (WxH) but the video is {size[1]}x{size[0]}; "
-                "resize the mask to the video size with nearest-neighbour interpolation"
-            )
-        if not ids.any():
-            raise ValueError(
-                f"{path}: mask is empty (every pixel is background); draw at least one object "
-                "(non-zero id or non-black colour)"
-            )
-        self.used.update(int(v) for v in np.unique(ids) if v)
-        return ids
-
-    def _ids(self, image: Image.Image, path: Path) -> np.ndarray:
-        if image.mode == "P":
-            if self._palette is None and image.getpalette():
-                self._palette = np.asarray(image.getpalette(), dtype=np.uint8).reshape(-1, 3)
-            return self._grey_or_index(np.array(image))
-        if image.mode in ("L", "1", "I", "I;16", "LA"):
-            grey = image.getchannel("L") if image.mode == "LA" else image.convert("I")
-            values = np.array(grey).astype(np.int64)
-            if values.max(initial=0) > VOID or values.min(initial=0) < 0:
-                raise ValueError(f"{path}: greyscale mask values must be 0..255, found {values.max()}")
-            return self._grey_or_index(values.astype(np.uint8))
-        if image.mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
-            return self._from_colours(image, path)
-        raise ValueError(f"{path}: unsupported mask image mode {image.mode!r}; use a palette, greyscale or RGB PNG")
-
-    @staticmethod
-    def _grey_or_index(values: np.ndarray) -> np.ndarray:
-        present = set(np.unique(values).tolist())
-        if present <= {0, VOID} or present <= {0, 1}:
-            return (values > 0).astype(np.uint8)
-        return np.where(values == VOID, 0, values).astype(np.uint8)
-
-    def _from_colours(self, image: Image.Image, path: Path) -> np.ndarray:
-        rgba = np.array(image.convert("RGBA"))
-        rgb = rgba[..., :3].reshape(-1, 3).astype(np.int64)
-        packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-        packed[rgba[..., 3].reshape(-1) == 0] = 0  # transparent = background
-        unique, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
-        for value in unique[np.argsort(first)]:
-            if value and int(value) not in self.colours:
-                new_id = max([0, *self.used, *self.colours.values()]) + 1
-                if new_id >= VOID:
-                    raise ValueError(
-                        f"{path}: more than 254 objects (distinct colours); is the mask anti-aliased? "
-                        "save it without smoothing"
-                    )
-                self.colours[int(value)] = new_id
-        lut = np.array([self.colours.get(int(v), 0) for v in unique], dtype=np.uint8)
-        return lut[inverse.reshape(-1)].reshape(rgba.shape[:2])
-
-
-def read_user_masks(args: list[str], stream: FrameStream) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
-    """``--mask`` arguments -> ({frame index: uint8 [H, W] ids}, output palette or None)."""
-    reader = MaskReader()
+    reader = MaskReader(mask_values)
     labels: dict[int, np.ndarray] = {}
     for text in args:
         frame, path = parse_mask_arg(text)
