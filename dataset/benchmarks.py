@@ -188,8 +188,9 @@ def davis_benchmark(
     Objects are those of the first frame's annotation; every frame is written
     at its own (480p) size. 2016: the first-frame objects are merged into one
     (staged as a PNG under ``label_cache``, required then) and masks are written
-    as greyscale 0/255. Ground truth for scoring is used when every frame has an
-    annotation (val), never for test-dev.
+    as greyscale 0/255. The run is scored against the ground truth when some sequence
+    has an annotation for every frame (val), never for test-dev; a sequence whose GT
+    misses frames is then reported with them and left out of the scores (util/davis_metrics).
     """
     if year not in DAVIS_YEARS:
         raise ValueError(f"--year {year}: choose one of {', '.join(DAVIS_YEARS)}")
@@ -201,7 +202,7 @@ def davis_benchmark(
     single = year == "2016"
     if single and label_cache is None:
         raise ValueError("DAVIS 2016 needs a label_cache folder for the merged first-frame masks")
-    sources, full_gt = [], split != "test-dev"
+    sources, complete = [], 0
     for name in davis_sequences(split_root, year, split):
         frames = list_frames(images / name)
         first = annotations / name / f"{frames[0].stem}.png"
@@ -212,9 +213,15 @@ def davis_benchmark(
             merge_objects(first, staged, mask_values)
             first = staged
         sources.append(VideoSource(name, frames, {0: first}, mask_values=mask_values))
-        full_gt = full_gt and len(list((annotations / name).glob("*.png"))) == len(frames) >= 3
-    score = ScoreSpec(split_root, split, single) if full_gt else None
-    return Benchmark(f"davis{year}-{split}", sources, Path(output), binary=single, score=score)
+        complete += len(list((annotations / name).glob("*.png"))) == len(frames) >= 3
+    score = ScoreSpec(split_root, split, single) if split != "test-dev" and complete else None
+    bench = Benchmark(f"davis{year}-{split}", sources, Path(output), binary=single, score=score)
+    if split != "test-dev" and not complete:
+        bench.notes.append(
+            f"{annotations}: no sequence has an annotation for every frame, so nothing is scored "
+            "(the first-frame masks are all that is used)"
+        )
+    return bench
 
 
 # =============================================================================================
@@ -406,8 +413,14 @@ def score_benchmark(bench: Benchmark) -> tuple[dict[str, float], list[str]]:
     """J&F of a complete DAVIS result folder; writes the toolkit's two CSVs next to the masks.
 
     Returns:
-        (global row, warning lines).
+        (global row, warning lines: one per excluded sequence, e.g. incomplete GT with its missing frames).
     """
+    evaluation = evaluate_benchmark(bench)
+    return evaluation.global_row(), dm.warning_lines(evaluation)
+
+
+def evaluate_benchmark(bench: Benchmark) -> dm.Evaluation:
+    """Score a complete DAVIS result folder (``score_benchmark``) and return the whole evaluation."""
     spec = bench.score
     evaluation = dm.evaluate(
         spec.gt_root,
@@ -424,7 +437,7 @@ def score_benchmark(bench: Benchmark) -> tuple[dict[str, float], list[str]]:
         dm.write_per_sequence_csv(Path(tmp) / names[1], evaluation.object_stats())
         for name in names:
             (Path(tmp) / name).replace(bench.mask_root / name)
-    return row, dm.warning_lines(evaluation)
+    return evaluation
 
 
 def format_scores(row: dict[str, float]) -> str:
@@ -486,8 +499,11 @@ def run_benchmark(
 def finalize_benchmark(bench: Benchmark, result: BenchmarkResult, log: Callable[[str], None] = print) -> None:
     """Score (DAVIS with ground truth) and / or zip (YouTube-VOS) a complete benchmark."""
     if bench.score is not None:
-        result.scores, result.warnings = score_benchmark(bench)
-        log(f"{bench.name}: {format_scores(result.scores)} (CSVs in {bench.mask_root})")
+        evaluation = evaluate_benchmark(bench)
+        result.scores, result.warnings = evaluation.global_row(), dm.warning_lines(evaluation)
+        coverage = evaluation.coverage()  # 'over N of M sequences' whenever some were left out
+        log(f"{bench.name}: {format_scores(result.scores)}{f' {coverage}' if coverage else ''} "
+            f"(CSVs in {bench.mask_root})")
         for line in result.warnings:
             log(line)
     if bench.zip_path is not None:
