@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import DAVIS_SPLITS, DAVIS_YEARS, davis_benchmark, run_benchmark, summary_line  # noqa: E402
-from inference.cli import add_engine_args, add_output_args, build_engine, rerun_options  # noqa: E402
+from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_output_args(parser)
     add_shard_arg(parser)
     add_engine_args(parser, default_size=-1)
+    add_mask_args(parser)
     return parser.parse_args(argv)
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     shard = resolve_shard(args.shard)
     args.device = shard_device(args.device)
     with tempfile.TemporaryDirectory(prefix="davis2016-labels.") as labels:
-        bench = davis_benchmark(args.davis_path, args.year, args.split, args.output, Path(labels))
+        bench = davis_benchmark(args.davis_path, args.year, args.split, args.output, Path(labels), args.mask_values)
         if args.no_score:
             bench.score = None
         preflight_benchmark(bench)

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import generic_benchmark, run_benchmark, summary_line  # noqa: E402
-from inference.cli import add_engine_args, add_output_args, build_engine, rerun_options  # noqa: E402
+from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_output_args(parser)
     add_shard_arg(parser)
     add_engine_args(parser)
+    add_mask_args(parser)
     return parser.parse_args(argv)
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
     args.device = shard_device(args.device)
-    bench = generic_benchmark(args.data, args.output, args.videos)
+    bench = generic_benchmark(args.data, args.output, args.videos, args.mask_values)
     preflight_benchmark(bench)  # outputs and annotations: a bad input fails before any video is segmented
     engine = build_engine(args)
     result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset.benchmarks import YOUTUBE_SPLITS, run_benchmark, summary_line, youtube_benchmark  # noqa: E402
-from inference.cli import add_engine_args, add_output_args, build_engine, rerun_options  # noqa: E402
+from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_output_args(parser)
     add_shard_arg(parser)
     add_engine_args(parser)
+    add_mask_args(parser)
     return parser.parse_args(argv)
 
 
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
     args.device = shard_device(args.device)
-    bench = youtube_benchmark(args.yv_path, args.split, args.output, args.required_only, args.output_all, args.zip)
+    bench = youtube_benchmark(args.yv_path, args.split, args.output, args.required_only, args.output_all, args.zip,
+                              args.mask_values)
     if args.no_zip:
         bench.zip_path = None
     preflight_benchmark(bench, zip_flag="--zip" if args.zip else "--zip (default <output>.zip)")

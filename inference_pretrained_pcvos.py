@@ -35,6 +35,7 @@ from dataset.benchmarks import (  # noqa: E402
 )
 from inference.cli import (  # noqa: E402
     add_engine_args,
+    add_mask_args,
     engine_config,
     load_network_and_settings,
     memory_options,
@@ -68,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     roots.add_argument("--required-only", action="store_true", help="YouTube-VOS: segment only meta.json frames")
     roots.add_argument("--no-zip", action="store_true", help="YouTube-VOS: skip the submission zips")
     add_engine_args(parser)
+    add_mask_args(parser)
     args = parser.parse_args(argv)
     needs = {"davis2017": "davis_path", "youtube2019": "yv_path", "youtube2018": "yv2018_path",
              "generic": "generic_path"}
@@ -84,18 +86,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_benchmark(name: str, args: argparse.Namespace, output: Path, scratch: Path) -> tuple[Benchmark, int]:
     """(benchmark, working size) for one benchmark name."""
     if name == "davis2017":
-        return davis_benchmark(args.davis_path, "2017", args.davis_split, output), args.davis_size
+        bench = davis_benchmark(args.davis_path, "2017", args.davis_split, output, None, args.mask_values)
+        return bench, args.davis_size
     if name == "davis2016":
         root = args.davis2016_path or args.davis_path
-        return davis_benchmark(root, "2016", args.davis_split, output, scratch / "davis2016"), args.davis_size
+        bench = davis_benchmark(root, "2016", args.davis_split, output, scratch / "davis2016", args.mask_values)
+        return bench, args.davis_size
     if name in ("youtube2019", "youtube2018"):
         root = args.yv_path if name == "youtube2019" else args.yv2018_path
-        bench = youtube_benchmark(root, args.yv_split, output, args.required_only)
+        bench = youtube_benchmark(root, args.yv_split, output, args.required_only, mask_values=args.mask_values)
         if args.no_zip:
             bench.zip_path = None
         bench.name = f"{name}-{args.yv_split}"
         return bench, args.size
-    return generic_benchmark(args.generic_path, output), args.size
+    return generic_benchmark(args.generic_path, output, mask_values=args.mask_values), args.size
 
 
 class PeakMemory:

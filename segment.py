@@ -6,12 +6,13 @@
 --mask is a PNG for frame 0, or FRAME:PATH for an object that first appears at frame FRAME
 (0-based). Masks may be palette PNGs (indices = object ids), greyscale 0/255 or 0/1 (one
 object) or other greyscale values (ids), or RGB(A) PNGs (each colour is an object, numbered in
-order of first appearance). Writes <output>/<frame>.png palette masks from the first masked
-frame on (frame names: the frame files' stems, or 00000, 00001, ... for a video file) and,
-with --overlay, an mp4 of the frames with the objects blended in. Containers are decoded
-frame by frame; no whole video is ever held in memory. Both outputs are written under hidden
-temporary names (.OUTPUT.partial/, .NAME.partial.mp4) and appear only when complete; an
-interrupted run leaves no half-written result, and the next run removes its temporaries.
+order of first appearance); masks that look anti-aliased are refused (see --mask-values).
+Writes <output>/<frame>.png palette masks from the first masked frame on (frame names: the
+frame files' stems, or 00000, 00001, ... for a video file) and, with --overlay, an mp4 of the
+frames with the objects blended in. Containers are decoded frame by frame; no whole video is
+ever held in memory. Both outputs are written under hidden temporary names
+(.OUTPUT.partial/, .NAME.partial.mp4) and appear only when complete; an interrupted run
+leaves no half-written result, and the next run removes its temporaries.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, segment_stream  # noqa: E402
-from inference.cli import add_engine_args, build_engine  # noqa: E402
+from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.progress import progress  # noqa: E402
@@ -43,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fps", type=float, default=None,
                         help="overlay frame rate (default: the video's, or 25 for a frame folder)")
     add_engine_args(parser)
+    add_mask_args(parser)
     args = parser.parse_args(argv)
     if args.output is None and args.overlay is None:
         parser.error("nothing to write: give --output DIR and/or --overlay OUT.mp4")
@@ -52,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stream = open_frames(args.video, args.fps or 25.0)
-    labels, palette = read_user_masks(args.mask, stream)
+    labels, palette = read_user_masks(args.mask, stream, args.mask_values)
     if args.output is not None:
         check_output_folder(args.output)
     if args.overlay is not None:

@@ -34,10 +34,11 @@ import torch
 from PIL import Image
 
 from dataset.frames import VideoSource, list_frames, prepare_image, prepare_label, read_rgb, video_from_folders
+from dataset.masks import MaskReader
 from inference.engine import FrameInput, PCVOSEngine
 from inference.runner import VideoStats, probabilities_to_mask, segment_source
 from util import davis_metrics as dm
-from util.palette import davis_palette, read_index_png, write_index_png
+from util.palette import write_index_png
 from util.paths import check_inside, safe_name
 from util.progress import progress
 from util.sharding import Shard
@@ -177,23 +178,27 @@ def davis_sequences(split_root: Path, year: str, split: str) -> list[str]:
     raise ValueError(f"DAVIS {year} {split}: no sequence list found (tried {tried})")
 
 
-def merge_objects(src: Path, dst: Path) -> None:
+def merge_objects(src: Path, dst: Path, mask_values: str = "auto") -> None:
     """DAVIS 2016: write src's objects merged into one (id 1) as a palette PNG at dst.
 
-    Works for 0/255 greyscale 2016 masks and for multi-object 2017 masks alike.
+    Works for 0/255 greyscale 2016 masks and for multi-object 2017 masks alike (read by the
+    rules of dataset/masks.py: 255 next to other ids is void, not object).
     """
-    mask = read_index_png(src)
+    mask = MaskReader(mask_values).read(src, allow_empty=True)
     write_index_png(dst, (mask > 0).astype(np.uint8))
 
 
-def davis_benchmark(root: Path, year: str, split: str, output: Path, label_cache: Path | None = None) -> Benchmark:
+def davis_benchmark(
+    root: Path, year: str, split: str, output: Path, label_cache: Path | None = None, mask_values: str = "auto"
+) -> Benchmark:
     """DAVIS 2017 (val, test-dev) or 2016 (val) as a Benchmark.
 
     Objects are those of the first frame's annotation; every frame is written
     at its own (480p) size. 2016: the first-frame objects are merged into one
     (staged as a PNG under ``label_cache``, required then) and masks are written
-    as greyscale 0/255. Ground truth for scoring is used when every frame has an
-    annotation (val), never for test-dev.
+    as greyscale 0/255. The run is scored against the ground truth when some sequence
+    has an annotation for every frame (val), never for test-dev; a sequence whose GT
+    misses frames is then reported with them and left out of the scores (util/davis_metrics).
     """
     if year not in DAVIS_YEARS:
         raise ValueError(f"--year {year}: choose one of {', '.join(DAVIS_YEARS)}")
@@ -205,7 +210,7 @@ def davis_benchmark(root: Path, year: str, split: str, output: Path, label_cache
     single = year == "2016"
     if single and label_cache is None:
         raise ValueError("DAVIS 2016 needs a label_cache folder for the merged first-frame masks")
-    sources, full_gt = [], split != "test-dev"
+    sources, complete = [], 0
     for name in davis_sequences(split_root, year, split):
         frames = list_frames(images / name)
         first = annotations / name / f"{frames[0].stem}.png"
@@ -214,12 +219,18 @@ def davis_benchmark(root: Path, year: str, split: str, output: Path, label_cache
         meta = {}
         if single:
             staged = Path(label_cache) / name / first.name
-            merge_objects(first, staged)
+            merge_objects(first, staged, mask_values)
             first, meta["annotation_files"] = staged, {0: first}  # errors name the user's file, not the staged one
-        sources.append(VideoSource(name, frames, {0: first}, meta=meta))
-        full_gt = full_gt and len(list((annotations / name).glob("*.png"))) == len(frames) >= 3
-    score = ScoreSpec(split_root, split, single) if full_gt else None
-    return Benchmark(f"davis{year}-{split}", sources, Path(output), binary=single, score=score)
+        sources.append(VideoSource(name, frames, {0: first}, meta=meta, mask_values=mask_values))
+        complete += len(list((annotations / name).glob("*.png"))) == len(frames) >= 3
+    score = ScoreSpec(split_root, split, single) if split != "test-dev" and complete else None
+    bench = Benchmark(f"davis{year}-{split}", sources, Path(output), binary=single, score=score)
+    if split != "test-dev" and not complete:
+        bench.notes.append(
+            f"{annotations}: no sequence has an annotation for every frame, so nothing is scored "
+            "(the first-frame masks are all that is used)"
+        )
+    return bench
 
 
 # =============================================================================================
@@ -281,6 +292,7 @@ def youtube_benchmark(
     required_only: bool = False,
     output_all: bool = False,
     zip_path: Path | None = None,
+    mask_values: str = "auto",
 ) -> Benchmark:
     """YouTube-VOS 2018/2019 valid/test as a Benchmark.
 
@@ -299,7 +311,7 @@ def youtube_benchmark(
     annotations = root / split / "Annotations"
     sources = []
     for video in sorted(meta):
-        source = video_from_folders(video, frame_root / video, annotations / video)
+        source = video_from_folders(video, frame_root / video, annotations / video, mask_values)
         index = {stem: i for i, stem in enumerate(source.frame_names)}
         wanted = sorted({name for names in meta[video].values() for name in names})
         missing = [name for name in wanted if name not in index]
@@ -373,7 +385,9 @@ def remove_stale_zip_temporaries(zip_path: Path) -> None:
 # =============================================================================================
 
 
-def generic_benchmark(root: Path, output: Path, only: list[str] | None = None) -> Benchmark:
+def generic_benchmark(
+    root: Path, output: Path, only: list[str] | None = None, mask_values: str = "auto"
+) -> Benchmark:
     """``<root>/JPEGImages/<video>/`` + ``<root>/Annotations/<video>/`` (first-appearance masks, any frames)."""
     root = Path(root)
     images, annotations = root / "JPEGImages", root / "Annotations"
@@ -387,7 +401,7 @@ def generic_benchmark(root: Path, output: Path, only: list[str] | None = None) -
         if missing:
             raise ValueError(f"videos not found under {images}: {', '.join(missing)}")
         names = [n for n in names if n in only]
-    sources = [video_from_folders(n, images / n, annotations / n) for n in names]
+    sources = [video_from_folders(n, images / n, annotations / n, mask_values) for n in names]
     return Benchmark("generic", sources, Path(output))
 
 
@@ -501,8 +515,14 @@ def score_benchmark(bench: Benchmark) -> tuple[dict[str, float], list[str]]:
     """J&F of a complete DAVIS result folder; writes the toolkit's two CSVs next to the masks.
 
     Returns:
-        (global row, warning lines).
+        (global row, warning lines: one per excluded sequence, e.g. incomplete GT with its missing frames).
     """
+    evaluation = evaluate_benchmark(bench)
+    return evaluation.global_row(), dm.warning_lines(evaluation)
+
+
+def evaluate_benchmark(bench: Benchmark) -> dm.Evaluation:
+    """Score a complete DAVIS result folder (``score_benchmark``) and return the whole evaluation."""
     spec = bench.score
     evaluation = dm.evaluate(
         spec.gt_root,
@@ -519,7 +539,7 @@ def score_benchmark(bench: Benchmark) -> tuple[dict[str, float], list[str]]:
         dm.write_per_sequence_csv(Path(tmp) / names[1], evaluation.object_stats())
         for name in names:
             (Path(tmp) / name).replace(bench.mask_root / name)
-    return row, dm.warning_lines(evaluation)
+    return evaluation
 
 
 def format_scores(row: dict[str, float]) -> str:
@@ -604,8 +624,11 @@ def run_benchmark(
 def finalize_benchmark(bench: Benchmark, result: BenchmarkResult, log: Callable[[str], None] = print) -> None:
     """Score (DAVIS with ground truth) and / or zip (YouTube-VOS) a complete benchmark."""
     if bench.score is not None:
-        result.scores, result.warnings = score_benchmark(bench)
-        log(f"{bench.name}: {format_scores(result.scores)} (CSVs in {bench.mask_root})")
+        evaluation = evaluate_benchmark(bench)
+        result.scores, result.warnings = evaluation.global_row(), dm.warning_lines(evaluation)
+        coverage = evaluation.coverage()  # 'over N of M sequences' whenever some were left out
+        log(f"{bench.name}: {format_scores(result.scores)}{f' {coverage}' if coverage else ''} "
+            f"(CSVs in {bench.mask_root})")
         for line in result.warnings:
             log(line)
     if bench.zip_path is not None:
@@ -662,102 +685,14 @@ def parse_mask_arg(text: str) -> tuple[int, Path]:
     return 0, Path(text)
 
 
-class MaskReader:
-    """Reads user masks into object-id maps, consistently across several files.
+def read_user_masks(
+    args: list[str], stream: FrameStream, mask_values: str = "auto"
+) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+    """``--mask`` arguments -> ({frame index: uint8 [H, W] ids}, output palette or None).
 
-    * palette PNG: the palette indices are the ids (its palette is kept for the output);
-    * greyscale: values {0, 255} or {0, 1} are one object (id 1); other values are ids;
-    * RGB / RGBA: each colour other than black (or transparent) is an object, numbered in
-      order of first appearance (raster order, then file order) after the ids already in
-      use; the same colour in a later file is the same object.
-    Value 255 in palette / multi-valued greyscale masks is void (background).
+    The masks are read by the rules of dataset/masks.py (``mask_values``: 'auto' or 'ids').
     """
-
-    def __init__(self) -> None:
-        self.colours: dict[int, int] = {}  # packed 0xRRGGBB -> object id
-        self.used: set[int] = set()  # ids seen so far
-        self._palette: np.ndarray | None = None  # from the first palette PNG
-
-    @property
-    def palette(self) -> np.ndarray | None:
-        """Output palette [256, 3]: the first palette PNG's (or DAVIS's), with RGB masks' colours."""
-        if not self.colours:
-            return self._palette
-        palette = (davis_palette() if self._palette is None else self._palette).copy()
-        if len(palette) < 256:
-            palette = np.concatenate([palette, davis_palette()[len(palette):]])
-        for packed, obj in self.colours.items():
-            palette[obj] = (packed >> 16, (packed >> 8) & 255, packed & 255)
-        return palette
-
-    def read(self, path: Path, size: tuple[int, int]) -> np.ndarray:
-        """uint8 [H, W] ids of ``path``; checks it against the video size (H, W) and for emptiness."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path}: mask file not found")
-        try:
-            with Image.open(path) as image:
-                image.load()
-                ids = self._ids(image, path)
-        except (OSError, SyntaxError) as error:
-            raise ValueError(f"{path}: cannot read mask image ({error})") from error
-        if ids.shape != tuple(size):
-            raise ValueError(
-                f"{path}: mask is {ids.shape[1]}x{ids.shape[0]} (WxH) but the video is {size[1]}x{size[0]}; "
-                "resize the mask to the video size with nearest-neighbour interpolation"
-            )
-        if not ids.any():
-            raise ValueError(
-                f"{path}: mask is empty (every pixel is background); draw at least one object "
-                "(non-zero id or non-black colour)"
-            )
-        self.used.update(int(v) for v in np.unique(ids) if v)
-        return ids
-
-    def _ids(self, image: Image.Image, path: Path) -> np.ndarray:
-        if image.mode == "P":
-            if self._palette is None and image.getpalette():
-                self._palette = np.asarray(image.getpalette(), dtype=np.uint8).reshape(-1, 3)
-            return self._grey_or_index(np.array(image))
-        if image.mode in ("L", "1", "I", "I;16", "LA"):
-            grey = image.getchannel("L") if image.mode == "LA" else image.convert("I")
-            values = np.array(grey).astype(np.int64)
-            if values.max(initial=0) > VOID or values.min(initial=0) < 0:
-                raise ValueError(f"{path}: greyscale mask values must be 0..255, found {values.max()}")
-            return self._grey_or_index(values.astype(np.uint8))
-        if image.mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
-            return self._from_colours(image, path)
-        raise ValueError(f"{path}: unsupported mask image mode {image.mode!r}; use a palette, greyscale or RGB PNG")
-
-    @staticmethod
-    def _grey_or_index(values: np.ndarray) -> np.ndarray:
-        present = set(np.unique(values).tolist())
-        if present <= {0, VOID} or present <= {0, 1}:
-            return (values > 0).astype(np.uint8)
-        return np.where(values == VOID, 0, values).astype(np.uint8)
-
-    def _from_colours(self, image: Image.Image, path: Path) -> np.ndarray:
-        rgba = np.array(image.convert("RGBA"))
-        rgb = rgba[..., :3].reshape(-1, 3).astype(np.int64)
-        packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-        packed[rgba[..., 3].reshape(-1) == 0] = 0  # transparent = background
-        unique, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
-        for value in unique[np.argsort(first)]:
-            if value and int(value) not in self.colours:
-                new_id = max([0, *self.used, *self.colours.values()]) + 1
-                if new_id >= VOID:
-                    raise ValueError(
-                        f"{path}: more than 254 objects (distinct colours); is the mask anti-aliased? "
-                        "save it without smoothing"
-                    )
-                self.colours[int(value)] = new_id
-        lut = np.array([self.colours.get(int(v), 0) for v in unique], dtype=np.uint8)
-        return lut[inverse.reshape(-1)].reshape(rgba.shape[:2])
-
-
-def read_user_masks(args: list[str], stream: FrameStream) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
-    """``--mask`` arguments -> ({frame index: uint8 [H, W] ids}, output palette or None)."""
-    reader = MaskReader()
+    reader = MaskReader(mask_values)
     labels: dict[int, np.ndarray] = {}
     for text in args:
         frame, path = parse_mask_arg(text)

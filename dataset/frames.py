@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from util.palette import read_index_png
+from dataset.masks import MaskReader
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,6 +85,7 @@ class VideoSource:
     frames: frame files in temporal order (their stems name the outputs).
     labels: frame index -> annotation PNG (first-appearance masks).
     required: frame indices whose masks are wanted (None = all).
+    mask_values: how the annotations are read ('auto' or 'ids', see dataset/masks.py, ``--mask-values``).
     """
 
     name: str
@@ -92,6 +93,8 @@ class VideoSource:
     labels: dict[int, Path]
     required: set[int] | None = None
     meta: dict = field(default_factory=dict)
+    mask_values: str = "auto"
+    _scan: LabelScan | None = field(default=None, repr=False, compare=False)
 
     @property
     def frame_names(self) -> list[str]:
@@ -108,7 +111,7 @@ def list_frames(folder: Path) -> list[Path]:
     return frames
 
 
-def video_from_folders(name: str, frame_dir: Path, annotation_dir: Path) -> VideoSource:
+def video_from_folders(name: str, frame_dir: Path, annotation_dir: Path, mask_values: str = "auto") -> VideoSource:
     """A video whose annotation PNGs share their stems with frames (generic / YouTube layout)."""
     frames = list_frames(frame_dir)
     index = {p.stem: i for i, p in enumerate(frames)}
@@ -121,27 +124,68 @@ def video_from_folders(name: str, frame_dir: Path, annotation_dir: Path) -> Vide
         labels[index[png.stem]] = png
     if not labels:
         raise ValueError(f"{annotation_dir}: no annotation PNG for video {name!r}; give at least the first mask")
-    return VideoSource(name, frames, labels)
+    return VideoSource(name, frames, labels, mask_values=mask_values)
+
+
+@dataclass
+class LabelScan:
+    """A video's annotations read once (dataset/masks.py rules): the values to write and how ids map to them.
+
+    values: sorted values the objects are written with (the annotations' own ids).
+    reader: the reader that read them (it holds the RGB colour table, so workers number colours alike).
+    written: object id -> written value; the identity except for a video whose masks are all 0/255,
+        whose one object (id 1) is written back as 255, as the benchmarks' binary masks hold it.
+    """
+
+    values: list[int]
+    reader: MaskReader
+    written: dict[int, int]
+
+    @property
+    def palette(self) -> np.ndarray | None:
+        """The output palette: the first palette annotation's, with RGB annotations' colours (None: DAVIS's)."""
+        return self.reader.palette
+
+
+def scan_labels(source: VideoSource) -> LabelScan:
+    """Read every annotation of ``source`` once, in frame order (cached on the source)."""
+    if source._scan is None:
+        reader = MaskReader(source.mask_values)
+        ids: set[int] = set()
+        all_255 = True
+        for index in sorted(source.labels):
+            mask = reader.read_file(source.labels[index])
+            ids.update(int(v) for v in np.unique(mask.ids) if v)
+            all_255 = all_255 and mask.binary_value == 255
+        written = {1: 255} if all_255 and ids == {1} else {i: i for i in ids}
+        source._scan = LabelScan(sorted(written.values()), reader, written)
+    return source._scan
 
 
 def label_values(source: VideoSource) -> list[int]:
-    """Sorted union of the object ids in a video's annotations.
+    """Sorted values of the objects in a video's annotations (what the masks are written with).
 
-    255 is void, except in binary masks (only 0 and 255 anywhere), where it is the one object.
+    The annotations are read by the rules of dataset/masks.py; 255 is void where other ids exist, and a
+    video whose masks are all 0/255 has one object, written as 255.
     """
-    values: set[int] = set()
-    for path in source.labels.values():
-        values.update(int(v) for v in np.unique(read_index_png(path)) if v > 0)
-    return [255] if values == {255} else sorted(v for v in values if v < 255)
+    return scan_labels(source).values
+
+
+def label_palette(source: VideoSource) -> np.ndarray | None:
+    """The palette to write a video's masks with (None: the DAVIS palette)."""
+    return scan_labels(source).palette
 
 
 class _FrameDataset(Dataset):
     def __init__(self, source: VideoSource, size: int, id_map: dict[int, int]) -> None:
         self.source = source
         self.size = size
+        scan = scan_labels(source)
+        self.reader = scan.reader
+        # object id -> internal channel, through the value each object is written with
         self.lut = np.zeros(256, dtype=np.int64)
-        for value, internal in id_map.items():
-            self.lut[value] = internal
+        for obj, value in scan.written.items():
+            self.lut[obj] = id_map.get(value, 0)
 
     def __len__(self) -> int:
         return len(self.source.frames)
@@ -151,7 +195,7 @@ class _FrameDataset(Dataset):
         item = {"index": index, "image": prepare_image(rgb, self.size), "size": torch.tensor(rgb.shape[:2])}
         label_path = self.source.labels.get(index)
         if label_path is not None:
-            label = read_index_png(label_path)
+            label = self.reader.read_file(label_path, check=False).ids  # checked by scan_labels already
             if label.shape != rgb.shape[:2]:
                 raise ValueError(
                     f"{label_path}: mask is {label.shape[1]}x{label.shape[0]} but frame "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from dataset.masks import MASK_VALUES
 from inference.engine import MEMORY_READ_MODES, EngineConfig, PCVOSEngine
 from inference.memory_strategies import (
     AFB_MERGE_THRESHOLD,
@@ -55,6 +56,20 @@ def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480) ->
                    help="torch.compile the network (reduce-overhead adds CUDA graphs); pays off on long runs "
                         "(minutes of compilation on a CPU), see docs/benchmarks.md")
     add_memory_args(parser)
+
+
+MASK_VALUES_HELP = (
+    "how mask files are read. auto (default): palette PNG indices are object ids; greyscale 0/255 or 0/1 is one "
+    "object, other grey levels are ids; 255 is DAVIS void next to other ids; each RGB colour is an object; 16-bit "
+    "greyscale by the same rules when its values fit 0..255; masks that look anti-aliased or blurred (blend values "
+    "along object boundaries, many tiny ids) are refused. ids: every value or colour is an object, no "
+    "anti-aliasing check (for masks that really hold many small objects). See docs/evaluation.md, 'Masks'"
+)
+
+
+def add_mask_args(parser: argparse.ArgumentParser) -> None:
+    """``--mask-values``: how every driver reads masks (dataset/masks.py), passed on as ``args.mask_values``."""
+    parser.add_argument("--mask-values", choices=MASK_VALUES, default="auto", help=MASK_VALUES_HELP)
 
 
 def add_memory_args(parser: argparse.ArgumentParser) -> None:

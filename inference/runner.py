@@ -11,9 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataset.frames import VideoSource, frame_loader, label_values
+from dataset.frames import VideoSource, frame_loader, label_palette, label_values
 from inference.engine import FrameInput, PCVOSEngine
-from util.palette import read_palette
 from util.paths import safe_name
 from util.runtime import synchronize
 from util.writer import AtomicFolder, MaskWriter, write_stamp
@@ -85,7 +84,7 @@ def segment_source(
         raise ValueError(f"video {source.name!r}: its annotation PNGs contain no object (all pixels are 0)")
     id_map = {value: i + 1 for i, value in enumerate(values)}
     lut = torch.tensor([0, *values], dtype=torch.int64, device=engine.device)
-    palette = read_palette(next(iter(source.labels.values())))
+    palette = label_palette(source)
     names = source.frame_names
     folder = None
     if output is not None:

@@ -117,6 +117,28 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return data, meta
 
 
+def check_finite(state: dict[str, torch.Tensor], path: str | Path, shown: int = 5) -> None:
+    """Refuse weights holding NaN or infinite values.
+
+    Such a file (a diverged training run, a corrupted copy) loads without complaint and then
+    segments every frame as background, with exit code 0; refusing it names the cause instead.
+
+    Raises:
+        CheckpointError: naming the first ``shown`` offending tensors, their count and the file.
+    """
+    bad = [
+        name
+        for name, tensor in state.items()
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        listed = ", ".join(bad[:shown]) + (f", ... ({len(bad) - shown} more)" if len(bad) > shown else "")
+        raise CheckpointError(
+            f"{path}: {len(bad)} of {len(state)} tensors hold NaN or infinite values ({listed}); the weights are "
+            "corrupt or come from a diverged training run: use another checkpoint (an earlier one of the run)"
+        )
+
+
 def config_from_checkpoint(path: str | Path) -> PCVOSConfig:
     """The architecture a checkpoint was trained with (default config for official files)."""
     _, meta = read_state_dict(path)
@@ -150,9 +172,10 @@ def load_weights(model: PCVOS, path: str | Path, strict_refine: bool = False) ->
     * the optional quality head is never required.
 
     Raises:
-        CheckpointError: listing missing, unexpected and mis-shaped keys.
+        CheckpointError: listing missing, unexpected and mis-shaped keys, or tensors with NaN / inf.
     """
     state, meta = read_state_dict(path)
+    check_finite(state, path)
     target = model.state_dict()
     settings = meta.get("inference")
     report = LoadReport(str(path), "pcvos", recommended=dict(settings) if isinstance(settings, dict) else {})
@@ -204,6 +227,7 @@ def load_quality_head(model: PCVOS, path: str | Path) -> None:
         raise CheckpointError("the network has no quality head; build it with quality_head=True")
     state, _ = read_state_dict(path)
     head = {k[len(QUALITY_PREFIX):]: v for k, v in state.items() if k.startswith(QUALITY_PREFIX)} or state
+    check_finite(head, path)
     try:
         model.quality_head.load_state_dict(head, strict=True)
     except RuntimeError as error:

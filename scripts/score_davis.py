@@ -9,6 +9,11 @@ Writes ``global_results-<set>.csv`` and ``per-sequence_results-<set>.csv`` (byte
 toolkit's), ``per-object_results-<set>.json`` (full precision, excluded sequences, notes) and,
 when something was excluded or noted, ``warnings-<set>.txt``.
 
+Sequences are excluded (and listed in the warnings) when a prediction has an id the GT lacks, a
+prediction is missing or mis-sized, or -- where the GT root also holds ``JPEGImages/`` -- the GT
+folder misses frames; the console headline then says "over N of M sequences". The CSVs stay in the
+toolkit's format (byte-identical to it when nothing is excluded).
+
 Exit status: 0 all sequences scored; 1 some sequences were excluded (see the warnings);
 2 the evaluation could not run (GT root, sequence list or a GT folder missing).
 """
@@ -98,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     row = evaluation.global_row()
     stats = evaluation.object_stats()
-    print(f"--------------------------- Global results for {args.set} ---------------------------")
+    coverage = evaluation.coverage()  # 'over N of M sequences' whenever some were excluded
+    title = f"Global results for {args.set}" + (f" {coverage}" if coverage else "")
+    print(f"--------------------------- {title} ---------------------------")
     print(format_table(dm.GLOBAL_COLUMNS, [[row[c] for c in dm.GLOBAL_COLUMNS]]))
     print(f"\n---------- Per sequence results for {args.set} ----------")
     print(format_table(dm.PER_SEQUENCE_COLUMNS, [[s.name, s.j_mean, s.f_mean] for s in stats]))

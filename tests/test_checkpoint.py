@@ -203,3 +203,39 @@ def test_recorded_flip_is_the_drivers_default(tmp_path, capsys):
     with pytest.raises(CheckpointError, match=rf"{path.name}: the mirror augmentation it records is 'yes'.*--no-flip"):
         flip()
     assert flip("--no-flip") is False  # a bad record does not block an explicit choice
+
+
+def test_non_finite_weights_are_refused_naming_the_tensors_and_the_file(tmp_path):
+    """NaN / inf weights used to load and segment everything as background, exit 0."""
+    config = PCVOSConfig.small()
+    state = PCVOS(config).state_dict()
+    names = [k for k, v in state.items() if v.is_floating_point()][:7]
+    for i, name in enumerate(names):
+        state[name] = state[name].clone()
+        state[name].view(-1)[0] = float("nan") if i % 2 else float("inf")
+    path = tmp_path / "diverged.pth"
+    torch.save({"network": state, "model_config": config.to_dict()}, path)
+    with pytest.raises(CheckpointError) as info:
+        build_model(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: 7 of {len(state)} tensors hold NaN or infinite values ({', '.join(names[:5])}, ")
+    assert "(2 more)" in text and names[5] not in text and "use another checkpoint" in text
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load_weights(PCVOS(config), path)  # what train.py --weights calls
+    from inference.cli import load_network
+
+    with pytest.raises((SystemExit, CheckpointError), match=f"{path}: 7 of"):  # every driver's --model
+        load_network(str(path), torch.device("cpu"))
+
+
+def test_non_finite_quality_head_is_refused(tmp_path):
+    from model.checkpoint import QUALITY_PREFIX, load_quality_head
+
+    net = PCVOS(PCVOSConfig.small())
+    net.enable_quality_head()
+    head = {QUALITY_PREFIX + k: v.clone() for k, v in net.quality_head.state_dict().items()}
+    first = next(iter(head))
+    head[first].view(-1)[0] = float("nan")
+    torch.save(head, tmp_path / "head.pth")
+    with pytest.raises(CheckpointError, match=rf"head.pth: 1 of {len(head)} tensors .*\({first.split('.', 1)[1]}\)"):
+        load_quality_head(net, tmp_path / "head.pth")

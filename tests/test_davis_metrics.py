@@ -342,3 +342,73 @@ def test_single_object_mode(tmp_path: Path) -> None:
     assert all(s.j_mean == 1.0 and s.f_mean == 1.0 for s in ev.object_stats())
     notes = dict((s.name, s.notes) for s in ev.sequences)
     assert notes["a"] == [] and "index-map" in notes["b"][0]
+
+
+# --------------------------------------------------------------------------------------------
+# Incomplete ground truth (GT root holding JPEGImages/, the DAVIS layout)
+# --------------------------------------------------------------------------------------------
+
+
+def _with_frames(gt_root: Path, n_frames: int = 5, seqs: tuple[str, ...] = ("a", "b")) -> None:
+    for seq in seqs:
+        for t in range(n_frames):
+            _write(gt_root / "JPEGImages" / seq / f"{t:05d}.jpg", np.zeros((24, 32)))
+
+
+def test_incomplete_gt_is_reported_with_its_frames_and_excluded(tmp_path: Path) -> None:
+    gt_root, pred_root = _toy_dataset(tmp_path, n_frames=6)
+    (gt_root / "Annotations" / "a" / "00002.png").unlink()
+    (gt_root / "Annotations" / "a" / "00005.png").unlink()  # the last frame too
+    before = dm.evaluate(gt_root, pred_root, ["a", "b"], workers=1)  # no JPEGImages: toolkit behaviour
+    assert before.excluded == [] and before.coverage() == ""
+    _with_frames(gt_root, 6)
+    ev = dm.evaluate(gt_root, pred_root, ["a", "b"], workers=1)
+    (seq,) = ev.excluded
+    assert seq.name == "a" and seq.missing_gt == ["00002.png", "00005.png"]
+    assert "incomplete ground truth" in seq.problem and "misses 2 of the frames" in seq.problem
+    assert "(00002.png, 00005.png)" in seq.problem and str(gt_root / "Annotations" / "a") in seq.problem
+    assert [s.name for s in ev.object_stats()] == ["b_1", "b_2"]
+    assert ev.coverage() == "over 1 of 2 sequences"
+    (line,) = dm.warning_lines(ev)
+    assert line.startswith("EXCLUDED a: incomplete ground truth") and "00002.png, 00005.png" in line
+    assert dm.report_dict(ev)["excluded"]["a"]["missing_gt_frames"] == ["00002.png", "00005.png"]
+
+
+def test_sparse_gt_at_a_stride_is_complete_unless_a_stride_frame_is_missing(tmp_path: Path) -> None:
+    gt_root, pred_root = _toy_dataset(tmp_path, n_frames=21)
+    for seq in ("a", "b"):
+        for t in range(21):
+            if t % 5:
+                (gt_root / "Annotations" / seq / f"{t:05d}.png").unlink()
+    _with_frames(gt_root, 23)  # two frames after the last annotated one: not at the stride
+    assert dm.evaluate(gt_root, pred_root, ["a", "b"], workers=1).excluded == []
+    (gt_root / "Annotations" / "b" / "00010.png").unlink()
+    (seq,) = dm.evaluate(gt_root, pred_root, ["a", "b"], workers=1).excluded
+    assert seq.name == "b" and seq.missing_gt == ["00010.png"]
+    assert dm.missing_gt_frames(["00005.png", "00010.png"], gt_root / "JPEGImages" / "a") == ["00000.png",
+                                                                                             "00015.png", "00020.png"]
+
+
+def test_cli_headline_says_over_n_of_m_when_gt_is_incomplete(tmp_path: Path, capsys) -> None:
+    gt_root, pred_root = _toy_dataset(tmp_path)
+    argv = ["--gt", str(gt_root), "--pred", str(pred_root), "--out", str(tmp_path / "out"), "--workers", "1"]
+    assert score_davis.main(argv) == 0
+    complete = capsys.readouterr().out
+    assert "Global results for val ---" in complete and " of 2 sequences" not in complete
+    csvs = {n: (tmp_path / "out" / n).read_bytes() for n in ("global_results-val.csv",)}
+    _with_frames(gt_root)
+    (gt_root / "Annotations" / "b" / "00003.png").unlink()
+    assert score_davis.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "Global results for val over 1 of 2 sequences ---" in out
+    assert "EXCLUDED b: incomplete ground truth" in out and "00003.png" in out
+    assert "00003.png" in (tmp_path / "out" / "warnings-val.txt").read_text()
+    assert (tmp_path / "out" / "global_results-val.csv").read_bytes() == csvs["global_results-val.csv"]  # a only
+
+
+@needs_golden
+def test_cli_headline_says_over_14_of_15_on_the_golden_set(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--gt", str(GOLDEN / "gt"), "--pred", str(GOLDEN / "pred"), "--out", str(tmp_path)]
+    argv += ["--sequences", str(GOLDEN / "gt" / "ImageSets" / "val.txt"), "--workers", "1"]
+    assert score_davis.main(argv) == 1
+    assert "Global results for val over 14 of 15 sequences" in capsys.readouterr().out

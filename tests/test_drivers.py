@@ -144,6 +144,23 @@ def test_eval_davis_test_dev_is_not_scored_and_shards_cover_every_video_once(mod
     assert _files(out) == {f"{v}/{t:05d}.png" for v in ("dv_000", "dv_001") for t in range(4)}  # no CSVs
 
 
+def test_eval_davis_scores_the_complete_sequences_and_reports_incomplete_gt(model, tmp_path, capsys):
+    """A GT folder missing frames used to leave the whole run unscored without a word."""
+    root = tmp_path / "trainval"
+    syn.write_davis(root, syn.make_split("dv", 3, syn.SyntheticConfig(
+        num_frames=5, height=H, width=W, num_objects=1, num_distractors=0), seed=1, allow_late=False))
+    (root / "Annotations" / "480p" / "dv_001" / "00003.png").unlink()
+    out = tmp_path / "d17"
+    assert eval_davis.main(["--davis-path", str(root), "--output", str(out), "--model", str(model), *FAST]) == 0
+    text = capsys.readouterr().out
+    assert "EXCLUDED dv_001: incomplete ground truth" in text and "(00003.png)" in text
+    headline = next(line for line in text.splitlines() if line.startswith("davis2017-val: J&F-Mean"))
+    assert "over 2 of 3 sequences" in headline
+    rows = (out / "per-sequence_results-val.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["dv_000_1", "dv_002_1"]
+    assert len(list((out / "dv_001").glob("*.png"))) == 5  # still segmented, only not scored
+
+
 # --------------------------------------------------------------------------- YouTube-VOS
 
 

@@ -10,13 +10,19 @@ Definitions follow ``/work/shared/metrics/spec.md`` (sections 1, 2 and 3); see `
   of the last quarter, 4 bins with inclusive right edges).
 * Global numbers are means over all objects of all scored sequences.
 
-Two deliberate deviations from the toolkit, both only where the toolkit gives no usable number:
+Three deliberate deviations from the toolkit, all only where the toolkit gives no usable number:
 
 1. A predicted id larger than the number of objects (K) in an evaluated frame makes the toolkit
    ``sys.exit()`` the whole run. Here only that sequence is excluded (reported as a problem, like
    the ``aborted`` list of the golden JSON) and every other sequence is scored.
 2. The toolkit casts the Decay bin edges to uint8, which gives NaN or wrong numbers for 256 or
    more evaluated frames. Here the edges are plain integers, so Decay is correct for any length.
+3. Where the GT root also holds the frames (``JPEGImages/[480p/]<seq>/``, the DAVIS layout), a
+   sequence whose GT folder misses frames is excluded and reported with the missing frame names;
+   the toolkit would silently score it over the frames that happen to be there. GT annotated at a
+   regular stride (every 5th frame) is complete when no frame at that stride is missing.
+
+Whenever sequences are excluded, the headlines say "over N of M sequences" (``Evaluation.coverage``).
 """
 
 from __future__ import annotations
@@ -43,6 +49,11 @@ N_DECAY_BINS = 4
 RECALL_THRESHOLD = 0.5
 SINGLE_OBJECT_THRESHOLD = 128
 """Single-object predictions are foreground where > 128 (0/255 convention of the 2016 fork)."""
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+"""Image files counted as frames in ``JPEGImages/[480p/]<seq>/``."""
+MISSING_SHOWN = 10
+"""Missing GT frame names listed per sequence (the count is always given)."""
 
 CHUNK_FRAMES = 16
 """Evaluated frames per work item: small enough to balance a pool, large enough to amortise it."""
@@ -280,6 +291,41 @@ def default_sequences(gt_root: Path, set_name: str = "val", single_object: bool 
     return sorted(p.name for p in annotations_dir(gt_root).iterdir() if p.is_dir())
 
 
+def frames_dir(gt_root: Path, ann_dir: Path) -> Path | None:
+    """The folder holding ``<seq>/`` frame folders beside the annotations, if the GT root has one.
+
+    ``JPEGImages/480p`` goes with ``Annotations/480p``; ``JPEGImages`` with either.
+    """
+    gt_root = Path(gt_root)
+    candidates = [gt_root / "JPEGImages"]
+    if ann_dir.name == "480p":
+        candidates.insert(0, gt_root / "JPEGImages" / "480p")
+    return next((c for c in candidates if c.is_dir() and any(p.is_dir() for p in c.iterdir())), None)
+
+
+def missing_gt_frames(gt_frames: Sequence[str], frame_dir: Path) -> list[str]:
+    """Frames of ``frame_dir`` that the GT should annotate but does not (names as ``<stem>.png``).
+
+    The GT is expected at every frame at its own stride (the most common step between annotated
+    frames: 1 for DAVIS, 5 for GT annotated every 5th frame), from the start of the video to its end.
+
+    Args:
+        gt_frames: sorted ``*.png`` names of the GT folder.
+        frame_dir: the sequence's frame folder.
+    """
+    stems = sorted(p.stem for p in frame_dir.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    position = {stem: i for i, stem in enumerate(stems)}
+    annotated = sorted(position[Path(name).stem] for name in gt_frames if Path(name).stem in position)
+    if not annotated:
+        return []
+    steps = np.diff(annotated)
+    stride = int(np.bincount(steps).argmax()) if len(steps) else 1
+    stride = max(stride, 1)
+    have = set(annotated)
+    start = annotated[0] % stride
+    return [f"{stems[i]}.png" for i in range(start, len(stems), stride) if i not in have]
+
+
 def list_gt_frames(seq_dir: Path) -> list[str]:
     """Sorted ``*.png`` file names of a GT sequence folder (hidden files skipped, as ``glob``)."""
     return sorted(p.name for p in seq_dir.iterdir() if p.name.endswith(".png") and not p.name.startswith("."))
@@ -411,6 +457,7 @@ class SequenceResult:
     problem: str | None = None
     notes: list[str] = field(default_factory=list)
     pred_max: int = 0  # largest raw prediction value over the evaluated frames
+    missing_gt: list[str] = field(default_factory=list)  # GT frames missing (excluded as incomplete)
 
     @property
     def scored(self) -> bool:
@@ -443,6 +490,7 @@ class SequencePlan:
     n_objects: int
     shape: tuple[int, int]
     problem: str | None = None
+    missing_gt: list[str] = field(default_factory=list)  # frames the GT folder lacks (see missing_gt_frames)
 
     def chunks(self, single_object: bool, fg_threshold: int, size: int = CHUNK_FRAMES) -> list[ChunkTask]:
         return [
@@ -460,8 +508,13 @@ class SequencePlan:
         ]
 
 
-def plan_sequence(ann_dir: Path, pred_root: Path, name: str, single_object: bool = False) -> SequencePlan:
+def plan_sequence(
+    ann_dir: Path, pred_root: Path, name: str, single_object: bool = False, frame_root: Path | None = None
+) -> SequencePlan:
     """Read a sequence's GT frame list and first frame: evaluated frames, K and frame size.
+
+    With ``frame_root`` (``JPEGImages/[480p/]``), a GT folder that misses frames of
+    ``<frame_root>/<name>/`` makes the sequence excluded (``problem``), the frames listed.
 
     Raises:
         ScoringError: the GT sequence folder is missing or empty.
@@ -484,14 +537,24 @@ def plan_sequence(ann_dir: Path, pred_root: Path, name: str, single_object: bool
     n_objects = 1 if single_object else int(first.max())
     shape = (int(first.shape[0]), int(first.shape[1]))
     problem = None
-    if len(frames) < 3:
+    frame_dir = None if frame_root is None else Path(frame_root) / name
+    missing = missing_gt_frames(frames, frame_dir) if frame_dir is not None and frame_dir.is_dir() else []
+    if missing:
+        shown = ", ".join(missing[:MISSING_SHOWN]) + (
+            f", ... ({len(missing) - MISSING_SHOWN} more)" if len(missing) > MISSING_SHOWN else ""
+        )
+        problem = (
+            f"incomplete ground truth: GT folder {gt_dir} misses {len(missing)} of the frames in {frame_dir} "
+            f"({shown}); the sequence is not scored: restore the missing annotations"
+        )
+    elif len(frames) < 3:
         problem = (
             f"GT folder {gt_dir} has {len(frames)} frame(s); the first and the last are never "
             "evaluated, so at least 3 are needed (the official toolkit crashes here)"
         )
     elif not pred_dir.is_dir():
         problem = f"prediction folder {pred_dir} not found; expected <pred>/{name}/<frame>.png"
-    return SequencePlan(name, gt_dir, pred_dir, frames[1:-1], n_objects, shape, problem)
+    return SequencePlan(name, gt_dir, pred_dir, frames[1:-1], n_objects, shape, problem, missing)
 
 
 def _merge_chunks(plan: SequencePlan, results: Sequence[ChunkResult]) -> SequenceResult:
@@ -560,6 +623,12 @@ class Evaluation:
     def n_object_frames(self) -> int:
         return sum(s.j.size for s in self.scored)
 
+    def coverage(self) -> str:
+        """'over N of M sequences' when some were excluded, else '' (for headlines)."""
+        if not self.excluded:
+            return ""
+        return f"over {len(self.scored)} of {len(self.sequences)} sequences"
+
     def global_row(self) -> dict[str, float]:
         """Global numbers as the toolkit: means over objects; J&F-Mean = (J-Mean + F-Mean) / 2."""
         return global_row(self.object_stats())
@@ -595,6 +664,9 @@ def evaluate(
         single_object: DAVIS-2016 convention (see ``docs/metrics.md``).
         workers: processes; default ``os.cpu_count()``; 1 runs inline.
 
+    A sequence whose GT folder misses frames of ``<gt_root>/JPEGImages/[480p/]<seq>/`` (when the
+    GT root has those) is excluded and reported (``plan_sequence``), like one with an extra id.
+
     Raises:
         ScoringError: GT root, sequence list or a GT sequence folder is missing or unusable.
     """
@@ -605,7 +677,8 @@ def evaluate(
     if not pred_root.is_dir():
         raise ScoringError(f"prediction folder {pred_root} not found; pass --pred the folder with <seq>/")
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
-    plans = [plan_sequence(ann_dir, pred_root, name, single_object) for name in names]
+    frame_root = frames_dir(gt_root, ann_dir)
+    plans = [plan_sequence(ann_dir, pred_root, name, single_object, frame_root) for name in names]
     results = _score_plans(plans, single_object, SINGLE_OBJECT_THRESHOLD, workers)
     if single_object:
         results = _rescore_index_style(plans, results, workers)
@@ -627,7 +700,9 @@ def _score_plans(
     for plan, (lo, hi) in zip(plans, spans):
         if plan.problem:
             empty = np.zeros((plan.n_objects, 0))
-            sequence_results.append(SequenceResult(plan.name, plan.n_objects, [], empty, empty, plan.problem))
+            sequence_results.append(
+                SequenceResult(plan.name, plan.n_objects, [], empty, empty, plan.problem, missing_gt=plan.missing_gt)
+            )
         else:
             merged = _merge_chunks(plan, chunk_results[lo:hi])
             merged.pred_max = max(r.pred_max for r in chunk_results[lo:hi])
@@ -696,6 +771,8 @@ def report_dict(evaluation: Evaluation, set_name: str = "val") -> dict:
     excluded = {}
     for seq in evaluation.excluded:
         entry: dict = {"problem": seq.problem}
+        if seq.missing_gt:
+            entry["missing_gt_frames"] = list(seq.missing_gt)
         if seq.has_numbers:  # extra id: scores with the extra ids ignored, for information only
             entry["per_object_extra_ids_ignored"] = {
                 s.name: {k: _json_number(v) for k, v in s.as_dict().items()} for s in seq.object_stats()
@@ -715,6 +792,7 @@ def report_dict(evaluation: Evaluation, set_name: str = "val") -> dict:
         "deviations_from_official": [
             "a sequence with a predicted id > K is excluded and reported instead of aborting the run",
             "Decay bin edges are not cast to uint8, so Decay is correct for >= 256 evaluated frames",
+            "a sequence whose GT misses frames of JPEGImages/ is excluded and reported instead of scored on the rest",
         ],
     }
 
