@@ -5,7 +5,8 @@ Examples::
     python train.py --stage 0 --static-root ../static                       # static pre-training
     python train.py --stage 3 --weights saves/s0_paper/s0_paper_final.pth   # main training (s03)
     torchrun --nproc_per_node=2 train.py --stage 3 --weights ...            # 2 processes, same global batch
-    python train.py --stage 3 --resume saves/s3_paper/s3_paper_checkpoint.pth
+    python train.py --stage 3 --weights saves/s0_paper/s0_paper_final.pth \
+        --resume saves/s3_paper/s3_paper_checkpoint.pth                     # continue (same flags + --resume)
 
 Programmatic use (e.g. a quickstart)::
 
@@ -16,6 +17,8 @@ Programmatic use (e.g. a quickstart)::
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,70 +29,140 @@ from util.errors import error_text, run_cli
 __all__ = ["TrainConfig", "TrainResult", "build_parser", "config_from_args", "main", "run", "run_full"]
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Ends each flag's help with its default: the value, 'off' for a switch; a flag whose default is
+    computed (None) says it in its own words (tests/test_training.py checks that every flag does)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default is None:
+            return text
+        value = action.default
+        shown = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     presets = "; ".join(
-        f"stage {s}: {p['iterations']} its, batch {p['batch_size']}, lr {p['lr']}, drop at {p['lr_steps']}"
+        f"stage {s}: {p['iterations']} iterations, global batch {p['batch_size']}, lr {p['lr']}, "
+        f"x0.1 at iteration {', '.join(map(str, p['lr_steps']))}"
         for s, p in STAGE_PRESETS.items()
     )
     parser = argparse.ArgumentParser(
-        description="Train PCVOS (per-clip training). Stage presets -- " + presets,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train PCVOS (per-clip training, docs/training.md). Stage presets -- " + presets + ".",
+        formatter_class=_HelpFormatter,
     )
     d = TrainConfig()
+    its = {s: p["iterations"] for s, p in STAGE_PRESETS.items()}
+    steps = {s: p["lr_steps"][0] for s, p in STAGE_PRESETS.items()}
     parser.add_argument("--stage", type=int, choices=(0, 1, 2, 3), required=True,
-                        help="0 static pre-training, 1 BL30K, 2/3 DAVIS 2017 + YouTube-VOS 2019")
+                        help="training stage: 0 static-image pre-training, 1 BL30K, 2 or 3 DAVIS 2017 + "
+                             "YouTube-VOS 2019 (required, no default)")
     parser.add_argument("--model-size", choices=("paper", "small"), default=d.model_size,
                         help="'small' = CPU quickstart model (ResNet-18 keys, narrow), NOT the paper's model")
-    parser.add_argument("--iterations", type=int, help="total iterations of the stage (default: preset)")
-    parser.add_argument("--batch-size", type=int, help="GLOBAL batch size over all processes (default: preset)")
-    parser.add_argument("--accum-steps", type=int, default=d.accum_steps,
-                        help="gradient accumulation steps; micro-batch = batch / (world_size x accum)")
-    parser.add_argument("--lr", type=float, help="learning rate (default: preset, 1e-5)")
-    parser.add_argument("--lr-steps", type=int, nargs="+", help="iterations where the LR is multiplied by 0.1")
-    parser.add_argument("--lr-gamma", type=float, default=d.lr_gamma)
+    parser.add_argument("--iterations", type=int, metavar="N",
+                        help="total iterations (optimiser steps over one global batch) of the stage (default: the "
+                             f"stage preset, {its[0]} / {its[1]} / {its[2]} / {its[3]} for stage 0 / 1 / 2 / 3)")
+    parser.add_argument("--batch-size", type=int, metavar="SAMPLES",
+                        help="GLOBAL batch size in samples, over all processes (default: the stage preset, 16 "
+                             "for stage 0, else 8)")
+    parser.add_argument("--accum-steps", type=int, default=d.accum_steps, metavar="N",
+                        help="gradient accumulation steps per iteration; micro-batch = batch / (processes x N) "
+                             "samples")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the stage preset, 1e-05)")
+    parser.add_argument("--lr-steps", type=int, nargs="+", metavar="ITERATION",
+                        help="iterations at which the LR is multiplied by --lr-gamma, with --lr-schedule step "
+                             f"(default: the stage preset, {steps[0]} / {steps[1]} / {steps[2]} / {steps[3]} for "
+                             "stage 0 / 1 / 2 / 3)")
+    parser.add_argument("--lr-gamma", type=float, default=d.lr_gamma,
+                        help="factor applied to the LR at each --lr-steps iteration")
     parser.add_argument("--lr-schedule", choices=("step", "cosine"), default=d.lr_schedule,
-                        help="step: x lr-gamma at each --lr-steps (paper); cosine: half a cosine from --lr to 0")
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--optimizer", choices=("adam", "adamw"), default=d.optimizer)
-    parser.add_argument("--crop-size", type=int, default=d.crop_size)
-    parser.add_argument("--min-scale", type=float, help="RandomResizedCrop area lower bound (default 0.36; BL30K 0.25)")
-    parser.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader workers per process")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision)
-    parser.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--output", default=d.output, help="runs are written to <output>/<run-name>/")
-    parser.add_argument("--run-name", help="default s<stage>_<model-size>")
-    parser.add_argument("--save-every", type=int, default=d.save_every)
-    parser.add_argument("--log-every", type=int, default=d.log_every)
-    parser.add_argument("--image-every", type=int, default=d.image_every, help="TensorBoard image grid period")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    start = parser.add_mutually_exclusive_group()
-    start.add_argument("--resume", help="a *_checkpoint.pth of this run to continue exactly")
-    start.add_argument("--weights", help="start from PCVOS / STCN / stage-0 / train.py weights")
-    parser.add_argument("--imagenet-dir", help="folder with torchvision resnet50/resnet18 ImageNet .pth files")
+                        help="step: x --lr-gamma at each --lr-steps iteration (paper); cosine: half a cosine "
+                             "from --lr to 0 over --iterations")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay of the optimiser")
+    parser.add_argument("--optimizer", choices=("adam", "adamw"), default=d.optimizer,
+                        help="adam (STCN's) or adamw (decoupled weight decay)")
+    parser.add_argument("--crop-size", type=int, default=d.crop_size, metavar="PIXELS",
+                        help="side of the square training crops in pixels (a multiple of 16)")
+    parser.add_argument("--min-scale", type=float, metavar="FRACTION",
+                        help="smallest crop area of RandomResizedCrop, as a fraction of the frame's area "
+                             "(default: 0.36; 0.25 for BL30K)")
+    parser.add_argument("--num-workers", type=int, default=d.num_workers, metavar="N",
+                        help="data-loader worker processes per training process (0: load in the training process)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision,
+                        help="arithmetic precision; auto = fp32 on the CPU, bf16 on CUDA (fp16 with a GradScaler "
+                             "where bf16 is unsupported)")
+    parser.add_argument("--device", default=d.device,
+                        help="auto (the GPU if there is one, else the CPU), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--output", default=d.output, metavar="FOLDER",
+                        help="folder of the runs: a run writes <output>/<run-name>/")
+    parser.add_argument("--run-name", metavar="NAME",
+                        help="name of the run's folder and files (default: s<stage>_<model-size>, e.g. s3_paper)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run's checkpoints in <output>/<run-name>/ (without it, or "
+                             "--resume of a checkpoint in that folder, a run refuses to start there)")
+    parser.add_argument("--save-every", type=int, default=d.save_every, metavar="ITERATIONS",
+                        help="write the resumable checkpoint every N iterations (0: only at the end)")
+    parser.add_argument("--log-every", type=int, default=d.log_every, metavar="ITERATIONS",
+                        help="log line and TensorBoard scalars every N iterations")
+    parser.add_argument("--image-every", type=int, default=d.image_every, metavar="ITERATIONS",
+                        help="TensorBoard image grid every N iterations (0: never)")
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help="seed of the initial weights and of every sample (a sample is a function of the "
+                             "seed and its index)")
+    # --weights may stand beside --resume: the documented resume command repeats the run's flags unchanged
+    # (the trainer then notes that the checkpoint's weights are used).
+    parser.add_argument("--resume", metavar="CHECKPOINT",
+                        help="continue a run exactly from its <run>_checkpoint.pth; repeat the run's flags "
+                             "(--weights is then ignored) (default: start a new run)")
+    parser.add_argument("--weights", metavar="PTH",
+                        help="start from these network weights: PCVOS, STCN, stage-0 or train.py .pth (default: "
+                             "ImageNet backbones, see --no-imagenet)")
+    parser.add_argument("--imagenet-dir", metavar="FOLDER",
+                        help="folder with torchvision's resnet50/resnet18 ImageNet .pth files (default: the torch "
+                             "hub cache, where `python scripts/download.py imagenet` puts them)")
     parser.add_argument("--no-imagenet", action="store_true", help="random backbone initialisation")
     parser.add_argument("--batchnorm", choices=("frozen", "train"), default=d.batchnorm,
                         help="BatchNorm statistics: frozen (STCN, running stats fixed) or train (batch statistics)")
     parser.add_argument("--channels-last", action="store_true",
                         help="NHWC layout for the network (faster bf16 convolutions on CPUs with oneDNN)")
-    parser.add_argument("--static-root", default=d.static_root)
-    parser.add_argument("--youtube-root", default=d.youtube_root)
-    parser.add_argument("--davis-root", default=d.davis_root)
-    parser.add_argument("--bl30k-root", default=d.bl30k_root)
-    parser.add_argument("--clip-lengths", type=int, nargs="+", help="frames per clip (default 3 3; stage 0: 2)")
-    parser.add_argument("--intra-gap", type=int, default=d.intra_gap)
-    parser.add_argument("--gap-low", type=int, default=d.gap_low, help="inter-clip gap at start and end")
-    parser.add_argument("--gap-high", type=int, default=d.gap_high, help="inter-clip gap at the curriculum peak")
+    parser.add_argument("--static-root", default=d.static_root, metavar="FOLDER",
+                        help="static-image datasets (stage 0)")
+    parser.add_argument("--youtube-root", default=d.youtube_root, metavar="FOLDER",
+                        help="YouTube-VOS 2019 with train_480p/ (stages 2, 3)")
+    parser.add_argument("--davis-root", default=d.davis_root, metavar="FOLDER",
+                        help="DAVIS 2017 with trainval/ (stages 2, 3)")
+    parser.add_argument("--bl30k-root", default=d.bl30k_root, metavar="FOLDER", help="BL30K (stage 1)")
+    parser.add_argument("--clip-lengths", type=int, nargs="+", metavar="FRAMES",
+                        help="frames per training clip, one number per clip (default: 3 3; stage 0: 2)")
+    parser.add_argument("--intra-gap", type=int, default=d.intra_gap, metavar="FRAMES",
+                        help="largest step between consecutive frames of a clip, in frames")
+    parser.add_argument("--gap-low", type=int, default=d.gap_low, metavar="FRAMES",
+                        help="largest inter-clip step at the start and end of the curriculum, in frames")
+    parser.add_argument("--gap-high", type=int, default=d.gap_high, metavar="FRAMES",
+                        help="largest inter-clip step at the curriculum's peak, in frames")
     parser.add_argument("--bootstrap", type=int, nargs=2, default=(d.bootstrap_start, d.bootstrap_end),
-                        metavar=("START", "END"), help="hard-pixel mining from START, top 15%% by END")
-    parser.add_argument("--dice-weight", type=float, default=d.dice_weight, help="0 = no clip supervision")
+                        metavar=("START", "END"),
+                        help="hard-pixel mining: plain cross-entropy before iteration START, the hardest 15%% of "
+                             "pixels from iteration END on")
+    parser.add_argument("--dice-weight", type=float, default=d.dice_weight,
+                        help="weight of the clip (Dice) loss; 0 = no clip supervision")
     parser.add_argument("--quality-head", action="store_true",
                         help="also train the quality head (IoU regression) that --memory quality can use")
     parser.add_argument("--quality-only", action="store_true",
                         help="train only the quality head, the rest frozen (e.g. with --weights of a trained model)")
     parser.add_argument("--quality-weight", type=float, default=d.quality_weight, help="weight of the quality loss")
-    parser.add_argument("--stop-after", type=int, help="stop after this many iterations of this run (checkpointed)")
-    parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default=d.progress)
-    parser.add_argument("--no-tensorboard", action="store_true")
+    parser.add_argument("--stop-after", type=int, metavar="ITERATIONS",
+                        help="stop after N iterations of this invocation; short of --iterations it writes only "
+                             "the resumable checkpoint and prints the command that continues (default: run to "
+                             "--iterations)")
+    parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default=d.progress,
+                        help="auto: a bar with ETA on a terminal, plain log lines otherwise")
+    parser.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard log")
     return parser
 
 
@@ -102,6 +175,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         num_workers=args.num_workers, accum_steps=args.accum_steps, precision=args.precision, device=args.device,
         output=args.output, run_name=args.run_name, save_every=args.save_every, log_every=args.log_every,
         image_every=args.image_every, seed=args.seed, resume=args.resume, weights=args.weights,
+        overwrite=args.overwrite,
         imagenet=not args.no_imagenet, imagenet_dir=args.imagenet_dir, batchnorm=args.batchnorm,
         channels_last=args.channels_last, static_root=args.static_root,
         youtube_root=args.youtube_root, davis_root=args.davis_root, bl30k_root=args.bl30k_root,
@@ -119,8 +193,9 @@ def run_full(config: TrainConfig, callback: Callable[[int, dict], None] | None =
     return train(config, callback)
 
 
-def run(config: TrainConfig, callback: Callable[[int, dict], None] | None = None) -> Path:
-    """Train and return the path of the final network-only checkpoint (``*_final.pth``).
+def run(config: TrainConfig, callback: Callable[[int, dict], None] | None = None) -> Path | None:
+    """Train and return the path of the final network-only checkpoint (``*_final.pth``), or None when
+    ``stop_after`` stopped the run before its last iteration (see :func:`run_full` for its checkpoint).
 
     ``callback(iteration, metrics)`` is called after every iteration on rank 0
     with ``loss/total``, ``loss/image``, ``loss/clip``, ``iou`` and ``lr``.
@@ -128,13 +203,44 @@ def run(config: TrainConfig, callback: Callable[[int, dict], None] | None = None
     return train(config, callback).final
 
 
+#: Flags left out of the command that continues a stopped run: the checkpoint replaces them.
+_NOT_IN_RESUME = ("resume", "weights", "overwrite", "stop_after")
+
+
+def resume_command(parser: argparse.ArgumentParser, args: argparse.Namespace, checkpoint: Path) -> str:
+    """The command line that continues the run of ``args`` from ``checkpoint``: the same flags (those that
+    differ from their defaults), less --stop-after / --weights / --overwrite, plus ``--resume checkpoint``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    words = ["python", "train.py"] if world == 1 else ["torchrun", "--standalone", f"--nproc_per_node={world}",
+                                                       "train.py"]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in _NOT_IN_RESUME or action.dest == "help":
+            continue
+        value = getattr(args, action.dest)
+        if value is None or value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join([*words, "--resume", str(checkpoint)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        run(config_from_args(args))
+        result = run_full(config_from_args(args))
     except (OSError, ValueError, NonFiniteLossError) as error:  # bad data / paths / flags: 2; diverged: 3
         print(f"train.py: error: {error_text(error)}", file=sys.stderr)
         return 2 if not isinstance(error, NonFiniteLossError) else 3
+    if not result.complete and int(os.environ.get("RANK", "0")) == 0:
+        print(f"stopped early after {result.iteration} of {result.iterations} iterations (--stop-after); the run "
+              f"is not finished and has no final weights. To continue it:\n  "
+              f"{resume_command(parser, args, result.checkpoint)}", flush=True)
     return 0
 
 

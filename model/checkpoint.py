@@ -62,6 +62,47 @@ def atomic_save(obj: dict, path: Path) -> Path:
     return path
 
 
+#: The first bytes of a file written by torch.save (a zip archive since PyTorch 1.6).
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def load_file(path: str | Path) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, with an error that names the file and the fix.
+
+    A file that starts like a torch.save archive but does not load is damaged (an interrupted download or
+    copy, a full disk): it is reported as such, not as a foreign file, so the user knows to fetch it again.
+
+    Raises:
+        CheckpointError: missing, damaged, not a PyTorch file, or holding objects other than tensors.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise not_a_checkpoint_file(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
+        with open(path, "rb") as handle:
+            head = handle.read(len(_ZIP_MAGIC))
+        size = path.stat().st_size
+        if head == _ZIP_MAGIC:
+            raise CheckpointError(
+                f"{path}: damaged checkpoint, truncated or corrupt ({size} bytes; {reason}); download it again or, "
+                "for --resume, pick an earlier checkpoint"
+            ) from error
+        if "Weights only load failed" in str(error):
+            raise CheckpointError(
+                f"{path}: refused, it holds Python objects other than tensors (loading them could run code); "
+                "pass the .pth file of a PCVOS, STCN or train.py checkpoint"
+            ) from error
+        raise CheckpointError(
+            f"{path}: not a loadable PyTorch checkpoint ({size} bytes; {reason}); pass the .pth file of a PCVOS, "
+            "STCN or train.py checkpoint, or download it again if it was one"
+        ) from error
+
+
 def recommend_settings(path: str | Path, clip_length: int, why: str, flip: bool = False) -> None:
     """Record in our checkpoint the clip length it should run at unless -L says otherwise, and whether
     to use mirror test-time augmentation unless --flip / --no-flip says otherwise.
@@ -95,17 +136,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     checkpoints (``{'network': ..., 'config': ...}``) and DDP-prefixed keys.
     """
     path = Path(path)
-    if path.is_dir():
-        raise not_a_checkpoint_file(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(
-            f"{path}: not a loadable PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}). "
-            "Pass the .pth file of a PCVOS, STCN or train.py checkpoint."
-        ) from error
+    data = load_file(path)
     meta: dict = {}
     if isinstance(data, dict) and "network" in data and isinstance(data["network"], dict):
         meta = {k: v for k, v in data.items() if k != "network"}

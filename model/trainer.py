@@ -19,6 +19,7 @@ import functools
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections import Counter
@@ -33,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dataset.sampling import CURRICULA, GapCurriculum, global_sample_indices
-from model.checkpoint import QUALITY_PREFIX, atomic_save, load_weights
+from model.checkpoint import QUALITY_PREFIX, atomic_save, load_file, load_weights
 from model.encoders import load_imagenet_weights
 from model.losses import BootstrapSchedule
 from model.network import PCVOS, PCVOSConfig
@@ -84,7 +85,12 @@ class TrainConfig:
     image_every: int = 800
     seed: int = 14159265
     resume: str | None = None  # a training checkpoint to continue exactly
-    weights: str | None = None  # PCVOS / STCN / stage-0 / our weights to start from
+    # PCVOS / STCN / stage-0 / our weights to start from; ignored (with a note) beside ``resume``, whose
+    # checkpoint holds the weights, so that a resume command can repeat the run's flags unchanged
+    weights: str | None = None
+    # replace the checkpoints of an earlier run in <output>/<run_name>/ (without it, or ``resume`` of a
+    # checkpoint in that folder, a run refuses to start there: no run silently overwrites another)
+    overwrite: bool = False
     imagenet: bool = True
     imagenet_dir: str | None = None
     # 'frozen' (STCN: running statistics fixed, affine trained; the default, for ImageNet-initialised backbones)
@@ -107,7 +113,9 @@ class TrainConfig:
     quality_head: bool = False  # also train the optional quality head (IoU regression; --memory quality)
     quality_only: bool = False  # train only the quality head, everything else frozen (on top of --weights)
     quality_weight: float = 1.0  # weight of the quality loss (QDMN: 1)
-    stop_after: int | None = None  # stop (with a checkpoint) after this many iterations of this run
+    # stop after this many iterations of this invocation; short of ``iterations`` the run writes only its
+    # resumable checkpoint (no *_final.pth: the weights of an unfinished schedule are not a final model)
+    stop_after: int | None = None
     progress: str = "auto"  # 'auto' (bar on a TTY), 'bar', 'log', 'none'
     tensorboard: bool = True
 
@@ -139,7 +147,42 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"--optimizer {out.optimizer!r}: choose adam or adamw")
     if out.quality_only and not out.quality_head:
         raise ValueError("--quality-only trains the quality head alone: it needs --quality-head")
+    if out.stop_after is not None and out.stop_after < 1:
+        raise ValueError(f"--stop-after {out.stop_after}: must be >= 1 iteration")
     return out
+
+
+#: The files a run writes into its folder (``{run}`` is the run name); a folder holding any of them (or
+#: any other .pth) belongs to an earlier run.
+RUN_FILES = ("{run}_checkpoint.pth", "{run}_final.pth", "{run}_nonfinite.pth", "{run}_quality_head.pth")
+
+
+def check_run_dir(config: TrainConfig) -> None:
+    """Refuse to start a run in a folder that holds an earlier run's checkpoints.
+
+    Allowed there: ``resume`` of a checkpoint inside that folder (continuing that run), or ``overwrite``.
+
+    Raises:
+        ValueError: naming the folder, what it holds and the flags that decide.
+    """
+    run_dir = Path(config.output) / config.run_name
+    existing = sorted(run_dir.glob("*.pth")) if run_dir.is_dir() else []
+    if not existing or config.overwrite:
+        return
+    if config.resume and Path(config.resume).resolve().parent == run_dir.resolve():
+        return
+    names = ", ".join(p.name for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+    checkpoint = run_dir / f"{config.run_name}_checkpoint.pth"
+    if config.resume:
+        raise ValueError(
+            f"{run_dir}: holds the checkpoints of another run ({names}), and --resume {config.resume} is not "
+            "in it; pass --overwrite to replace them, or choose another --run-name or --output"
+        )
+    hint = f"--resume {checkpoint} to continue it, " if checkpoint.is_file() else ""
+    raise ValueError(
+        f"{run_dir}: holds the checkpoints of an earlier run ({names}); pass {hint}--overwrite to replace it, "
+        "or choose another --run-name or --output"
+    )
 
 
 def model_config(config: TrainConfig) -> PCVOSConfig:
@@ -290,10 +333,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
 
 @dataclass
 class TrainResult:
-    final: Path  # network-only weights usable by model.checkpoint.build_model
+    # network-only weights usable by model.checkpoint.build_model; None when the run stopped early
+    # (``stop_after``) before its last iteration: only ``checkpoint`` is written then
+    final: Path | None
     checkpoint: Path  # full training checkpoint (resume)
     losses: list[float] = field(default_factory=list)  # total loss per iteration of this run (rank 0)
     seconds_per_iteration: float = 0.0
+    iteration: int = 0  # iterations completed (the checkpoint's position)
+    iterations: int = 0  # iterations of the whole run
+
+    @property
+    def complete(self) -> bool:
+        """True when the run reached its last iteration (and wrote ``final``)."""
+        return self.iteration >= self.iterations
 
 
 def freeze_batchnorm(module: nn.Module) -> None:
@@ -322,6 +374,7 @@ class Trainer:
         self.log = log if self.dist.main else (lambda _msg: None)
         self.micro = micro_batch_size(config.batch_size, self.dist.world, config.accum_steps)
         self.run_dir = Path(config.output) / config.run_name
+        check_run_dir(config)  # before any work: a refused run costs nothing
         self.start_iteration = 0
         torch.manual_seed(config.seed)  # same initial weights on every rank
         self.net = PCVOS(model_config(config))
@@ -377,8 +430,8 @@ class Trainer:
                  "ImageNet weights of that shape): random initialisation")
 
     def _resume(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
+        state = load_file(path)  # a damaged file: CheckpointError naming it, not torch's traceback
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not a train.py training checkpoint (use --weights for plain weights)")
         if state["model_config"] != self.net.config.to_dict() or state["stage"] != self.config.stage:
             raise ValueError(f"{path}: stage/model differ from this run (stage {state['stage']}); use --weights")
@@ -396,6 +449,13 @@ class Trainer:
         set_rng_state(state["rng"])
         self.start_iteration = int(state["iteration"])
         self.log(f"resumed {path} at iteration {self.start_iteration}")
+        if self.config.weights:
+            started = (state.get("config") or {}).get("weights")
+            origin = "" if started is None else (
+                f"; the run started from {started}" + ("" if Path(started) == Path(self.config.weights) else
+                                                       ", not from this file"))
+            self.log(f"note: --weights {self.config.weights} ignored: the --resume checkpoint holds the weights"
+                     f"{origin}")
 
     def _loader(self, start: int, stop: int) -> DataLoader:
         dataset = build_dataset(self.config)
@@ -442,19 +502,35 @@ class Trainer:
                 atomic_save(head, path.with_name(f"{self.config.run_name}_quality_head.pth"))
         return path
 
+    def _remove_earlier_run(self) -> None:
+        """--overwrite: delete the files an earlier run of this name wrote (its checkpoints, its TensorBoard
+        log), so that nothing of it is mistaken for this run's (e.g. its *_final.pth after a stopped run)."""
+        if not self.dist.main:
+            return
+        removed = [p for p in (self.run_dir / f.format(run=self.config.run_name) for f in RUN_FILES) if p.is_file()]
+        for path in removed:
+            path.unlink()
+        if (self.run_dir / "tb").is_dir():
+            shutil.rmtree(self.run_dir / "tb")
+            removed.append(self.run_dir / "tb")
+        if removed:
+            self.log(f"--overwrite: removed the earlier run's {', '.join(p.name for p in removed)} from {self.run_dir}")
+
     # -- the loop --------------------------------------------------------------------------
     def train(self, callback: Callable[[int, dict], None] | None = None) -> TrainResult:
         cfg = self.config
         stop = cfg.iterations
         if cfg.stop_after is not None:
             stop = min(stop, self.start_iteration + cfg.stop_after)
+        batches = iter(self._loader(self.start_iteration, stop))  # a missing dataset stops the run here
+        if cfg.overwrite and not cfg.resume:
+            self._remove_earlier_run()  # only now: a run that fails to start keeps the earlier one
         writer = self._writer()
         progress = _Progress(cfg.progress if self.dist.main else "none", self.start_iteration, cfg.iterations)
         if cfg.batchnorm == "frozen":
             freeze_batchnorm(self.unroll)
         else:
             self.unroll.train()
-        batches = iter(self._loader(self.start_iteration, stop))
         losses: list[float] = []
         tic = time.perf_counter()
         sums, count = Counter(), 0  # metric sums and iterations since the last log line
@@ -480,14 +556,19 @@ class Trainer:
         elapsed = time.perf_counter() - tic
         progress.finish()
         checkpoint = self.save(done)
-        final = self.save_final(done)
+        complete = done >= cfg.iterations
+        final = self.save_final(done) if complete else None
         if writer is not None:
             writer.close()
         if self.dist.world > 1:
             dist.barrier()
         per_it = elapsed / max(1, done - self.start_iteration)
-        self.log(f"done: {done} iterations, {per_it:.3f} s/iteration; weights {final}")
-        return TrainResult(final, checkpoint, losses, per_it)
+        if complete:
+            self.log(f"done: {done} iterations, {per_it:.3f} s/iteration; weights {final}")
+        else:
+            self.log(f"stopped early (--stop-after {cfg.stop_after}) after {done} of {cfg.iterations} iterations, "
+                     f"{per_it:.3f} s/iteration; resumable checkpoint {checkpoint} (no final weights yet)")
+        return TrainResult(final, checkpoint, losses, per_it, done, cfg.iterations)
 
     def _step(self, iteration: int, batches: Iterator[dict]) -> dict:
         cfg = self.config
@@ -595,6 +676,27 @@ class _Progress:
     def finish(self) -> None:
         if self.bar is not None:
             self.bar.finish()
+
+
+def export_final(checkpoint: str | Path) -> Path:
+    """Write ``<run>_final.pth`` (network weights + ``model_config``) from a training checkpoint, beside it.
+
+    For a caller that shortens a run after it stopped (the quickstart's time budget): the checkpoint of the
+    last iteration trained becomes the run's final weights, without building the network or the data.
+    """
+    checkpoint = Path(checkpoint)
+    state = load_file(checkpoint)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{checkpoint}: not a train.py training checkpoint; pass a <run>_checkpoint.pth")
+    run_name = state["config"]["run_name"]
+    final = checkpoint.with_name(f"{run_name}_final.pth")
+    network = state["network"]
+    atomic_save({"network": network, "model_config": state["model_config"], "stage": state["stage"],
+                 "iteration": state["iteration"]}, final)
+    head = {k: v for k, v in network.items() if k.startswith(QUALITY_PREFIX)}
+    if head:  # the head alone, for --quality-weights, as Trainer.save_final
+        atomic_save(head, final.with_name(f"{run_name}_quality_head.pth"))
+    return final
 
 
 def train(config: TrainConfig, callback: Callable[[int, dict], None] | None = None) -> TrainResult:

@@ -38,7 +38,7 @@ from dataset.synthetic import (  # noqa: E402
 )
 from inference.engine import EngineConfig, PCVOSEngine  # noqa: E402
 from model.checkpoint import build_model, recommend_settings  # noqa: E402
-from model.trainer import TrainConfig  # noqa: E402
+from model.trainer import TrainConfig, export_final  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
 from util.runtime import cpu_has_fast_bf16, resolve_device  # noqa: E402
@@ -159,6 +159,9 @@ def training_config(args: argparse.Namespace, train_root: Path) -> TrainConfig:
         num_workers=args.workers,
         output=str(args.out / "runs"),
         run_name="quickstart",
+        # A rerun into the same --out trains anew and replaces the earlier run; the segments of one run then
+        # continue it with resume (train_model), which the overwrite does not touch.
+        overwrite=True,
         imagenet=False,
         youtube_root=str(train_root / "YouTube"),
         davis_root=str(train_root / "DAVIS"),
@@ -241,6 +244,8 @@ def train_model(args, config: TrainConfig, deadline: float | None) -> tuple[Path
                       f"{config.iterations} iterations fit the {args.time_budget:g}-minute budget "
                       "(--time-budget 0 trains them all)")
             plan = new_plan
+    if final is None:  # the plan shrank to the iterations done: the last segment stopped short of its old plan
+        final = export_final(checkpoint)
     return final, losses, (time.perf_counter() - start) / 60, done
 
 

@@ -335,5 +335,5 @@ def test_download_cli_manual_and_offline(tmp_path, capsys):
     def offline(url):
         raise OSError("no network")
 
-    assert download.main(["imagenet", "--out", str(tmp_path)], opener=offline) == 1
+    assert download.main(["imagenet", "--out", str(tmp_path)], opener=offline) == 2
     assert "download failed" in capsys.readouterr().err

@@ -172,6 +172,7 @@ def test_a_budgeted_run_re_plans_at_fixed_points_and_resumes_each_segment(tmp_pa
     monkeypatch.setattr(quickstart, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     args = quickstart.parse_args([])
     config = quickstart.training_config(args, tmp_path)
+    assert config.overwrite  # a rerun into the same --out replaces its earlier run (train.py refuses otherwise)
     final, losses, _, done = quickstart.train_model(args, config, deadline=1300.0)
     # At 200 (t = 120 s): 200 + (1300 - 120 - 138.5 s evaluation with --flip) / 0.6 = 1935. At 1125
     # (t = 767.5 s, now 0.7 s/iteration): 1125 + (1300 - 767.5 - 161.5) / 0.7 = 1654.

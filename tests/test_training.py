@@ -283,3 +283,134 @@ def test_torchrun_two_processes_same_global_batch(data, tmp_path):
                        for k, v in one["network"].items() if v.is_floating_point()])
     assert diffs.max().item() <= 2 * lr * 2  # measured 1.4e-5 (4 of 2.5M weights above 1e-5)
     assert diffs.median().item() < 1e-8
+
+
+# --------------------------------------------------------------------------- the CLI a person types
+
+
+def _small_weights(tmp_path: Path) -> Path:
+    """Network weights of the small stage-3 model in train.py's *_final.pth format (no training needed)."""
+    from model.network import PCVOS
+    from model.trainer import model_config
+
+    config = model_config(resolve(TrainConfig(stage=3, model_size="small")))
+    path = tmp_path / "w.pth"
+    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
+    return path
+
+
+def _cli(data: dict, out: Path, *extra: str) -> list[str]:
+    return [
+        "--stage", "3", "--model-size", "small", "--iterations", "2", "--batch-size", "1", "--crop-size", "48",
+        "--clip-lengths", "2", "2", "--num-workers", "0", "--no-imagenet", "--output", str(out), "--no-tensorboard",
+        "--davis-root", data["davis_root"], "--youtube-root", data["youtube_root"], "--progress", "none", *extra,
+    ]
+
+
+def test_stop_after_writes_a_checkpoint_and_the_documented_resume_command_continues(data, tmp_path, capsys):
+    """--stop-after 1 of 2: a resumable checkpoint, no *_final.pth, and the printed command -- the run's flags,
+    --weights included, plus --resume, as docs/training.md writes it -- finishes the run."""
+    import shlex
+
+    from model.trainer import export_final
+
+    weights = _small_weights(tmp_path)
+    run_dir = tmp_path / "runs" / "s3_small"
+    assert train.main(_cli(data, tmp_path / "runs", "--weights", str(weights), "--stop-after", "1")) == 0
+    out = capsys.readouterr().out
+    checkpoint = run_dir / "s3_small_checkpoint.pth"
+    assert _state(checkpoint)["iteration"] == 1
+    assert not (run_dir / "s3_small_final.pth").exists()  # a stopped run is not final
+    assert "stopped early after 1 of 2 iterations" in out and "done:" not in out
+    command = next(line.strip() for line in out.splitlines() if line.strip().startswith("python train.py"))
+    argv = shlex.split(command)[2:]
+    assert argv[-2:] == ["--resume", str(checkpoint)] and "--stop-after" not in argv
+    # the docs' form: <same flags> --resume <checkpoint>, --weights still among the flags
+    assert train.main([*argv[:-2], "--weights", str(weights), "--resume", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert f"--weights {weights} ignored" in out and f"the run started from {weights}" in out
+    assert "stopped early" not in out
+    final = _state(run_dir / "s3_small_final.pth")
+    assert final["iteration"] == 2 and _state(checkpoint)["iteration"] == 2
+    # export_final (the quickstart's shortened runs) writes the same final weights from the checkpoint
+    (run_dir / "s3_small_final.pth").unlink()
+    exported = _state(export_final(checkpoint))
+    assert exported["iteration"] == 2 and exported["model_config"] == final["model_config"]
+    assert all(torch.equal(final["network"][k], exported["network"][k]) for k in final["network"])
+
+
+def test_stop_after_in_the_library_returns_no_final(data, tmp_path):
+    result = train.run_full(_config(data, tmp_path, stage=0, iterations=3, batch_size=1, stop_after=1,
+                                    tensorboard=False))
+    assert result.final is None and not result.complete and (result.iteration, result.iterations) == (1, 3)
+    assert not list((tmp_path / "out" / "s0_small").glob("*_final.pth"))
+    with pytest.raises(ValueError, match="--stop-after 0"):
+        resolve(TrainConfig(stop_after=0))
+
+
+def test_an_existing_run_is_never_overwritten_silently(data, tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "s3_small"
+    run_dir.mkdir(parents=True)
+    earlier = {name: f"earlier {name}".encode() for name in ("s3_small_checkpoint.pth", "s3_small_final.pth")}
+    for name, payload in earlier.items():
+        (run_dir / name).write_bytes(payload)
+    (run_dir / "tb").mkdir()
+    assert train.main(_cli(data, tmp_path / "runs")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(run_dir) in err
+    assert f"--resume {run_dir / 's3_small_checkpoint.pth'}" in err and "--overwrite" in err
+    # a checkpoint of another folder does not make this one's resumable either
+    elsewhere = tmp_path / "other" / "x_checkpoint.pth"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"x")
+    with pytest.raises(ValueError, match="another run"):
+        train.run_full(_config(data, tmp_path, stage=3, output=str(tmp_path / "runs"), resume=str(elsewhere)))
+    assert {p.name: p.read_bytes() for p in run_dir.glob("*.pth")} == earlier  # untouched
+    # --overwrite replaces the earlier run: its final weights do not survive a new run that stops early
+    assert train.main(_cli(data, tmp_path / "runs", "--overwrite", "--stop-after", "1")) == 0
+    assert "removed the earlier run's s3_small_checkpoint.pth, s3_small_final.pth, tb" in capsys.readouterr().out
+    assert sorted(p.name for p in run_dir.iterdir()) == ["s3_small_checkpoint.pth"]
+    assert _state(run_dir / "s3_small_checkpoint.pth")["iteration"] == 1
+
+
+def _truncated_checkpoint(path: Path) -> Path:
+    torch.save({"format": CHECKPOINT_FORMAT, "network": {"w": torch.zeros(4096)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # an interrupted copy or download
+    return path
+
+
+def test_a_truncated_checkpoint_is_a_one_line_error_naming_the_file(data, tmp_path, capsys):
+    bad = _truncated_checkpoint(tmp_path / "s3_small_checkpoint.pth")
+    for flag in ("--resume", "--weights"):
+        assert train.main(_cli(data, tmp_path / flag.strip("-"), flag, str(bad))) == 2, flag
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"{bad}: damaged checkpoint, truncated or corrupt" in err and "download it again" in err
+        assert "earlier checkpoint" in err
+    from model.checkpoint import CheckpointError, load_file
+
+    (tmp_path / "notes.pth").write_text("hello")
+    with pytest.raises(CheckpointError, match="notes.pth: not a loadable PyTorch checkpoint"):  # not a torch file
+        load_file(tmp_path / "notes.pth")
+
+
+def test_every_flag_says_its_default_and_unit():
+    parser = train.build_parser()
+    text = " ".join(parser.format_help().split())
+    assert "(default: None)" not in text
+    helps = {}
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        helps[action.option_strings[-1]] = formatter._get_help_string(action)
+        assert "default" in helps[action.option_strings[-1]], action.option_strings
+    units = {"--iterations": "iterations", "--batch-size": "samples", "--crop-size": "pixels",
+             "--clip-lengths": "frames", "--intra-gap": "frames", "--gap-low": "frames", "--save-every": "iterations",
+             "--stop-after": "iterations", "--lr-steps": "iteration", "--min-scale": "fraction"}
+    for flag, unit in units.items():
+        assert unit in helps[flag].lower(), (flag, helps[flag])
+    assert "(default: 20000 70000)" in helps["--bootstrap"] and "(default: off)" in helps["--overwrite"]
+    args = parser.parse_args(["--stage", "3", "--weights", "a.pth", "--resume", "b.pth"])  # both accepted
+    assert (args.weights, args.resume) == ("a.pth", "b.pth")
