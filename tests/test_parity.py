@@ -115,6 +115,7 @@ def test_probabilities_and_intermediates(case, recipe_checkpoint):
     check("inter__decoder__call0__out0", calls["decoder"][0][1])
 
 
+@pytest.mark.slow  # the driver path over both cases; the probabilities test above covers the numbers
 @pytest.mark.parametrize("case", PARITY_CASES)
 def test_eval_generic_masks(case, tmp_path, recipe_checkpoint, capsys):
     golden = load_expected(case)
@@ -136,6 +137,7 @@ def test_eval_generic_masks(case, tmp_path, recipe_checkpoint, capsys):
     assert mismatched == 0, f"{mismatched} confident pixels differ from the official masks"
 
 
+@pytest.mark.slow  # checks the check: a third full run of the network
 def test_wrong_schedule_would_be_caught(recipe_checkpoint):
     """The parity check is sharp: running g2 with L = 5 instead of 10 changes confident pixels."""
     golden = load_expected("g2_L10_late")
