@@ -1,4 +1,4 @@
-"""STCN's training augmentations with torchvision.transforms.v2 (spec §6.5).
+"""STCN's training augmentations, with torchvision.transforms.v2.
 
 Images travel as ``tv_tensors.Image`` (uint8 [3, H, W]) and label maps as
 ``tv_tensors.Mask`` (uint8 [1, H, W]); v2 resamples masks with nearest

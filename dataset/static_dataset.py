@@ -1,4 +1,4 @@
-"""Stage-0 data: several "frames" synthesised from one still image (spec §6.3, §6.5).
+"""Stage-0 data: several "frames" synthesised from one still image (STCN's layout and augmentations).
 
 Layout under the static root (STCN's ``../static``): ``fss/<class>/<n>.jpg|png``
 and flat folders of ``<name>.jpg`` + ``<name>.png`` (``DUTS-TR``, ``DUTS-TE``,

@@ -1,6 +1,6 @@
 """Video training data for per-clip training: DAVIS 2017, YouTube-VOS 2019 (480p), BL30K.
 
-Layouts (spec §6.3, the folders STCN users already have):
+Layouts (the folders STCN users already have):
 
 * YouTube-VOS: ``<youtube>/train_480p/{JPEGImages,Annotations}/<video>/*.jpg|png``
   (annotated every 5th frame; made by ``scripts/resize_youtube.py``);

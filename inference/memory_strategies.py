@@ -38,8 +38,8 @@ STRATEGIES = ("keep-all", "fifo", "afb", "quality")
 QUALITY_SOURCES = ("auto", "head", "confidence")
 
 #: Default cap of non-permanent memory frames (fifo, quality) and, in frame
-#: equivalents, of the afb budget. memory.md d.4 suggests ~20 for STCN/PCVOS
-#: (Cutie's 5 is tuned for a model trained with that few).
+#: equivalents, of the afb budget. STCN/PCVOS need more than Cutie's 5, about 20
+#: (Cutie's 5 is tuned for a model trained with that few; docs/memory.md).
 DEFAULT_MAX_FRAMES = 20
 #: afb: merge a new element x into its nearest bank element m when ||x - m||^2 / sqrt(Ck) <= threshold, i.e.
 #: when their affinities to a query at x differ by at most this many logits of the readout's softmax

@@ -1,8 +1,8 @@
 """A re-enactment of how the official PCVOS inference is organised, for speed comparisons only.
 
 This is NOT the official code (which is GPL and not part of this project). It
-is our own implementation of the same computation laid out the way
-``../shared/pcvos/notes.md`` §3-§5 describes the released core, so that
+is our own implementation of the same computation laid out the way the
+released core organises it (the points below), so that
 ``scripts/benchmark.py`` can time "the official way" and "our way" side by
 side on the same weights, video and machine:
 

@@ -1,6 +1,6 @@
 """Which frames are segmented together and which become memory: a pure schedule.
 
-The rules are those of the released per-clip core (``spec.md`` §2.4-2.5):
+The rules are those of the released per-clip core (its ``do_pass`` and mid-video objects):
 
 * a *pass* starts at every frame that carries an annotation and runs to the
   next annotated frame inclusive (so that frame is predicted, then corrected

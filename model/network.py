@@ -10,7 +10,7 @@ Stages, all batched over frames (and objects where it applies):
 
 Memory reading lives in :mod:`model.memory` (shared by training and the
 inference engine). The state_dict has exactly the official key names and
-shapes (``../shared/pcvos/state_dict_pcvos.json``) for the default config.
+shapes (``tests/data/state_dict_pcvos.tsv``) for the default config.
 """
 
 from __future__ import annotations

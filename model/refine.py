@@ -3,8 +3,8 @@
 Tokens are the stride-16 positions of every frame of a clip. Attention
 weights come from a 256-d "key" stream (``input_proj(f16)``) that is never
 updated; the attended content is the 512-d memory readout, which is refined
-by residual attention and MLP blocks. Behaviour follows the released model
-(``../shared/pcvos/spec.md`` §1.7), including two quirks kept on purpose so
+by residual attention and MLP blocks. Behaviour follows the released model's
+refinement module, including two quirks kept on purpose so
 that the official weights give the official numbers:
 
 * padded tokens are zeros *after* the LayerNorms and take part in attention;

@@ -1,4 +1,4 @@
-"""The per-clip training unroll of PCVOS's named stages (paper §3.6, spec §7).
+"""The per-clip training unroll of PCVOS's named stages (paper §3.6; docs/training.md).
 
 A sample is ``1 + sum(clip_lengths)`` frames: frame 0 carries the ground
 truth; the clips follow in processing order. Per sample and clip:

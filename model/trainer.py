@@ -43,7 +43,7 @@ from util.runtime import autocast, resolve_device
 
 CHECKPOINT_FORMAT = "pcvos-train-v1"
 
-#: spec §6.1; batch sizes are GLOBAL (STCN: per-GPU batch x 2 GPUs).
+#: STCN's released stages; batch sizes are GLOBAL (STCN: per-GPU batch x 2 GPUs).
 STAGE_PRESETS: dict[int, dict] = {
     0: {"iterations": 300_000, "batch_size": 16, "lr": 1e-5, "lr_steps": (150_000,)},
     1: {"iterations": 500_000, "batch_size": 8, "lr": 1e-5, "lr_steps": (400_000,)},

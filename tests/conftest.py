@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the reference material is, and small helpers."""
+"""Shared test fixtures: the reference data in tests/data, and small helpers."""
 
 from __future__ import annotations
 
@@ -10,20 +10,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    """../shared beside the checkout, or $PCVOS_SHARED."""
-    env = os.environ.get("PCVOS_SHARED")
-    return Path(env) if env else REPO.parent / "shared"
-
-
-@pytest.fixture(scope="session")
-def shared() -> Path:
-    path = shared_dir()
-    if not (path / "pcvos").is_dir():
-        pytest.skip(f"reference material not found at {path} (set PCVOS_SHARED)")
-    return path
+# Reference material the headline tests compare against (official outputs, the official
+# state_dict layout, the DAVIS toolkit's numbers); tests/data/README.md says what each file is.
+DATA = REPO / "tests" / "data"
+PARITY_CASES = ("g1_L5", "g2_L10_late")
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +22,12 @@ def _threads():
     yield
 
 
-def load_golden(shared: Path, name: str) -> dict:
-    with np.load(shared / "pcvos" / "golden" / f"{name}.npz") as data:
+def parity_case(name: str) -> Path:
+    """Folder of one official-output case: JPEGImages/vid, Annotations/vid, expected.npz."""
+    return DATA / "parity" / name
+
+
+def load_expected(name: str) -> dict:
+    """The official outputs of one parity case (arrays of ``expected.npz``)."""
+    with np.load(parity_case(name) / "expected.npz") as data:
         return {k: data[k] for k in data.files}

@@ -1,4 +1,4 @@
-"""A deliberately naive per-clip core written straight from spec §1.4-§2.5.
+"""A deliberately naive per-clip core written straight from the released per-clip core's rules.
 
 Test-only: one memory bank per object, dense scatter readout, PMM frame by
 frame, one refinement and decoder call per object, a full probability buffer

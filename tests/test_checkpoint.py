@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from model.checkpoint import CheckpointError, build_model, load_weights
 from model.network import PCVOS, PCVOSConfig
+from tests.conftest import DATA
 from util.recipe_weights import recipe_state_dict
 
 
@@ -22,17 +21,27 @@ def recipe(net):
     return recipe_state_dict(net)
 
 
-def test_state_dict_is_the_official_one(net, shared):
-    spec = json.loads((shared / "pcvos" / "state_dict_pcvos.json").read_text())
-    theirs = [(e["key"], e["shape"], e["dtype"]) for e in spec["state_dict"]]
+def official_state_dict(name: str) -> tuple[list[tuple[str, list[int], str]], int]:
+    """(key, shape, dtype) of every entry of an official checkpoint, in order, and its parameter count."""
+    entries, total = [], None
+    for line in (DATA / f"state_dict_{name}.tsv").read_text().splitlines():
+        if line.startswith("# total_parameters "):
+            total = int(line.split()[-1])
+        elif line and not line.startswith("#"):
+            key, shape, dtype = line.split("\t")
+            entries.append((key, [int(s) for s in shape.split(",") if s], dtype))
+    return entries, total
+
+
+def test_state_dict_is_the_official_one(net):
+    theirs, total = official_state_dict("pcvos")
     ours = [(k, list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in net.state_dict().items()]
     assert ours == theirs
-    assert sum(p.numel() for p in net.parameters()) == spec["total_parameters"] == 62_182_522
+    assert sum(p.numel() for p in net.parameters()) == total == 62_182_522
 
 
-def test_stcn_keys_are_ours_minus_refinement(net, shared):
-    spec = json.loads((shared / "pcvos" / "state_dict_stcn.json").read_text())
-    stcn = [(e["key"], e["shape"]) for e in spec["state_dict"]]
+def test_stcn_keys_are_ours_minus_refinement(net):
+    stcn = [(key, shape) for key, shape, _ in official_state_dict("stcn")[0]]
     ours = [(k, list(v.shape)) for k, v in net.state_dict().items()
             if not k.startswith(("input_proj.", "refine_transformer."))]
     assert ours == stcn

@@ -1,14 +1,13 @@
 """Tests of util/davis_metrics.py and scripts/score_davis.py against the official DAVIS toolkit.
 
-The golden set (``shared/metrics/golden/seed0``) holds what davis2017-evaluation produced; it is
-looked up next to the checkout (``<checkout>/../shared``) or in ``$PCVOS_SHARED``.
+The golden set (``tests/data/davis_metrics``, see ``tests/data/README.md``) is a synthetic
+GT / prediction set with what davis2017-evaluation produced on it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,25 +15,10 @@ import pytest
 from PIL import Image
 
 from scripts import score_davis
+from tests.conftest import DATA
 from util import davis_metrics as dm
 
-
-def _shared_root() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2] / "shared"]
-    if os.environ.get("PCVOS_SHARED"):
-        candidates.append(Path(os.environ["PCVOS_SHARED"]))
-    for candidate in candidates:
-        if (candidate / "metrics" / "golden" / "seed0").is_dir():
-            return candidate
-    return None
-
-
-SHARED = _shared_root()
-GOLDEN = SHARED / "metrics" / "golden" / "seed0" if SHARED else None
-needs_golden = pytest.mark.skipif(
-    GOLDEN is None,
-    reason="golden set not found at <checkout>/../shared/metrics/golden/seed0 or in $PCVOS_SHARED",
-)
+GOLDEN = DATA / "davis_metrics"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +38,6 @@ def official() -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-@needs_golden
 def test_cli_csvs_byte_identical_to_official(tmp_path: Path) -> None:
     argv = [
         "--gt", str(GOLDEN / "gt"),
@@ -71,7 +54,6 @@ def test_cli_csvs_byte_identical_to_official(tmp_path: Path) -> None:
     assert not (tmp_path / "warnings-val.txt").exists()
 
 
-@needs_golden
 def test_per_object_stats_match_official(golden_all: dm.Evaluation, official: dict) -> None:
     mine = {s.name: s.as_dict() for s in golden_all.object_stats()}
     assert set(mine) == set(official["per_object"])
@@ -87,7 +69,6 @@ def test_per_object_stats_match_official(golden_all: dm.Evaluation, official: di
     assert math.isfinite(row["J-Decay"]) and math.isfinite(row["F-Decay"])
 
 
-@needs_golden
 def test_extra_id_is_reported_not_aborting(golden_all: dm.Evaluation, official: dict) -> None:
     assert [s.name for s in golden_all.excluded] == list(official["aborted"]) == ["s07_extra_id"]
     (seq,) = golden_all.excluded
@@ -103,7 +84,6 @@ def test_extra_id_is_reported_not_aborting(golden_all: dm.Evaluation, official: 
     }
 
 
-@needs_golden
 def test_cli_reports_extra_id_and_scores_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     argv = ["--gt", str(GOLDEN / "gt"), "--pred", str(GOLDEN / "pred"), "--out", str(tmp_path)]
     argv += ["--sequences", str(GOLDEN / "gt" / "ImageSets" / "val.txt"), "--workers", "2"]
@@ -117,7 +97,6 @@ def _read(path: Path) -> np.ndarray:
     return np.array(Image.open(path))
 
 
-@needs_golden
 def test_decay_of_long_sequence_is_finite_and_hand_computed(golden_all: dm.Evaluation) -> None:
     seq = next(s for s in golden_all.scored if s.name == "s14_long_260")
     gt_dir = GOLDEN / "gt" / "Annotations" / "s14_long_260"

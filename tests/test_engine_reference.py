@@ -1,4 +1,4 @@
-"""The engine agrees with a naive core written straight from the spec, on cases the golden files lack:
+"""The engine agrees with a naive core written straight from the released rules, on cases the golden files lack:
 other clip lengths, more objects, odd frame sizes (padding), late objects, a label frame that is also a
 memory frame, parallel matching, and tiny grids (the refinement's relative-position quirk)."""
 

@@ -19,7 +19,7 @@ from model.refine import (
     window_partition,
     window_reverse,
 )
-from tests.conftest import load_golden
+from tests.conftest import PARITY_CASES, load_expected
 
 
 # -- schedule ------------------------------------------------------------------------------
@@ -67,13 +67,13 @@ def test_schedule_skips_frames_before_the_first_label_and_checks_order():
         ClipScheduler(0)
 
 
-@pytest.mark.parametrize("case", ["g1_L5", "g2_L10_late"])
-def test_schedule_matches_golden_clips(shared, case):
-    golden = load_golden(shared, case)
+@pytest.mark.parametrize("case", PARITY_CASES)
+def test_schedule_matches_golden_clips(case):
+    golden = load_expected(case)
     import json
 
     config = json.loads(str(golden["config_json"]))
-    steps = plan_schedule(len(golden["frames_uint8"]), golden["label_frames"].tolist(), config["clip_length"])
+    steps = plan_schedule(len(golden["pred"]), golden["label_frames"].tolist(), config["clip_length"])
     expected = [tuple(int(v) for v in row if v >= 0) for row in golden["clips"]]
     assert [c[0] for c in clips(steps)] == expected
 

@@ -1,6 +1,6 @@
 """DAVIS J / F / J&F scoring that reproduces the official davis2017-evaluation toolkit.
 
-Definitions follow ``/work/shared/metrics/spec.md`` (sections 1, 2 and 3); see ``docs/metrics.md``.
+Definitions follow davis2017-evaluation's semi-supervised task; see ``docs/metrics.md``.
 
 * J: region similarity (IoU) per frame and object, 1 when both masks are empty.
 * F: boundary F-measure per frame and object on 1-px ``seg2bmap`` boundaries, matched within a disk

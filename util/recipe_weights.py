@@ -1,4 +1,4 @@
-"""Deterministic "recipe" weights from key names (``../shared/pcvos/golden/README.md``).
+"""Deterministic "recipe" weights from key names (the weights behind ``tests/data/parity``).
 
 The golden outputs of the official code were produced with these weights, so
 anyone can rebuild them without the released checkpoint. They are not a
