@@ -153,12 +153,17 @@ def prepare_network(network: PCVOS, config: EngineConfig | None = None) -> PCVOS
 def _copy_store(store: MemoryStore) -> MemoryStore:
     """An independent copy of a memory store.
 
-    Keep-all never changes an entry after adding it, so its copy shares the
-    entries' tensors (cheap); the bounded strategies update entries in place
-    and are copied deeply (they are bounded, so the copy is too).
+    Keys and values are never changed in place (strategies replace them), so
+    the copy shares those tensors; keep-all never changes an entry at all and
+    shares the entries too. The bounded strategies' entries and statistics
+    (updated in place) are copied.
     """
     if type(store) is not MemoryStore:
-        return copy.deepcopy(store)
+        shared = {}
+        for entry in store.entries.values():
+            shared[id(entry.key)] = entry.key
+            shared.update((id(v), v) for v in entry.values.values())
+        return copy.deepcopy(store, shared)
     new = copy.copy(store)
     new.entries = dict(store.entries)
     new.object_entries = {obj: list(ids) for obj, ids in store.object_entries.items()}
