@@ -456,10 +456,15 @@ class Predictor:
         direction of travel: :meth:`add_mask` at frame t, for the objects whose mask at t changed,
         recomputes from the first frame of the clip that held t in the last run (at most L - 1 frames
         before t; those frames now form a shorter clip ending at t) to the next frame, in the direction of
-        travel, annotated for any of those objects, inclusive (or to the end). That run equals, byte for
-        byte, a fresh run with all the annotations; frames after that next annotation keep their masks
-        (the annotation there re-anchors the objects; the memory they were computed with lacks the
-        correction). :meth:`remove_object` recomputes from the object's first annotation on.
+        travel, annotated for any of those objects, inclusive (or to the end). When the correction adds no
+        new object, that run equals, byte for byte, a fresh run with all the annotations (a fresh run
+        would give a new object its channel from the first frame on, which moves probabilities by float
+        rounding). Frames after that next annotation keep their masks (the annotation there re-anchors
+        the objects; the memory they were computed with lacks the correction). :meth:`remove_object`
+        recomputes from the object's first annotation on.
+
+        The first propagation of a video gives the masks ``eval_generic.py`` / ``segment.py`` write for
+        the same frames, masks and settings, byte for byte.
         """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction {direction!r}: choose one of {DIRECTIONS}")
