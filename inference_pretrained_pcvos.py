@@ -41,7 +41,7 @@ from inference.cli import (  # noqa: E402
     memory_options,
     resolve_flip,
 )
-from inference.engine import PCVOSEngine  # noqa: E402
+from inference.engine import PCVOSEngine, prepare_network  # noqa: E402
 from inference.preflight import check_annotations, check_output_file, check_output_folder  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
         resolve_flip(args, recommended)
         memory_factory = memory_options(args, network).factory()
+        prepare_network(network, engine_config(args, clip_length=args.clip_lengths[0]))  # once for every L
         memory = PeakMemory(device)
         args.output.mkdir(parents=True, exist_ok=True)
         for length in args.clip_lengths:

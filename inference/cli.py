@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from dataset.masks import MASK_VALUES
-from inference.engine import MEMORY_READ_MODES, EngineConfig, PCVOSEngine
+from inference.engine import MEMORY_READ_MODES, EngineConfig, PCVOSEngine, prepare_network
 from inference.memory_strategies import (
     AFB_MERGE_THRESHOLD,
     AFB_UPDATE_RATE,
@@ -213,7 +213,9 @@ def build_engine(args: argparse.Namespace) -> PCVOSEngine:
     network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
     resolve_clip_length(args, recommended)
     resolve_flip(args, recommended)
-    return PCVOSEngine(network, engine_config(args), memory_factory=memory_options(args, network).factory())
+    config = engine_config(args)
+    return PCVOSEngine(prepare_network(network, config), config,
+                       memory_factory=memory_options(args, network).factory())
 
 
 # --------------------------------------------------------------------------- reruns of the benchmark drivers
