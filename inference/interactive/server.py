@@ -183,7 +183,7 @@ def create_app(workdir: Path, defaults: Settings, propagators: PropagatorFactory
     def add_object(session_id: str) -> dict:
         session = sessions.get(session_id)[0]
         obj = session.add_object()
-        return {"id": obj, **session.info()}
+        return {**session.info(), "object": obj}
 
     @app.delete("/api/sessions/{session_id}/objects/{obj}")
     def remove_object(session_id: str, obj: int) -> dict:

@@ -337,7 +337,7 @@ $("add-object").addEventListener("click", async () => {
   if (!state.session) return;
   try {
     const info = await (await api("POST", sessionUrl("/objects"))).json();
-    state.object = info.id;
+    state.object = info.object;
     updateSession(info);
   } catch (error) { showError(error); }
 });
@@ -377,7 +377,7 @@ async function followJob(id) {
     $("progress").value = job.done;
     $("job-label").textContent = `${job.direction}: ${job.done} / ${job.total} frames (${job.state})`;
     if (job.frames.length) {
-      if ($("follow").checked && job.state === "running") await goTo(job.frames[job.frames.length - 1]);
+      if ($("follow").checked) await goTo(job.frames[job.frames.length - 1]);
       else if (job.frames.includes(state.frame)) await reloadMask();
       if (state.timings.clicked && !state.timings.firstMaskMs && state.maskSource !== "none") {
         state.timings.firstMaskMs = performance.now() - state.timings.clicked;
