@@ -40,7 +40,7 @@ from inference.cli import (  # noqa: E402
     memory_options,
     resolve_flip,
 )
-from inference.engine import PCVOSEngine  # noqa: E402
+from inference.engine import PCVOSEngine, prepare_network  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
 BENCHMARKS = ("davis2017", "davis2016", "youtube2019", "youtube2018", "generic")
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
     resolve_flip(args, recommended)
     memory_factory = memory_options(args, network).factory()
+    prepare_network(network, engine_config(args, clip_length=args.clip_lengths[0]))  # once for every L
     memory = PeakMemory(device)
     rows: list[dict] = []
     args.output.mkdir(parents=True, exist_ok=True)

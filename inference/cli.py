@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from inference.engine import MEMORY_READ_MODES, EngineConfig, PCVOSEngine
+from inference.engine import MEMORY_READ_MODES, EngineConfig, PCVOSEngine, prepare_network
 from inference.memory_strategies import (
     AFB_MERGE_THRESHOLD,
     AFB_UPDATE_RATE,
@@ -200,4 +200,6 @@ def build_engine(args: argparse.Namespace) -> PCVOSEngine:
     network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
     resolve_clip_length(args, recommended)
     resolve_flip(args, recommended)
-    return PCVOSEngine(network, engine_config(args), memory_factory=memory_options(args, network).factory())
+    config = engine_config(args)
+    return PCVOSEngine(prepare_network(network, config), config,
+                       memory_factory=memory_options(args, network).factory())

@@ -4,12 +4,20 @@ generic folders, videos, the Python API).
 Frames stream in, in order; masks stream out as soon as they are final. The
 engine keeps only the frames of the clip being assembled, the memory, and the
 prediction of a frame that is about to receive an annotation.
+
+A program drives one video through an :class:`EngineSession`
+(``engine.start()``, then ``push(frame)`` per frame and ``flush()`` at the end);
+``PCVOSEngine.segment`` is the same loop over an iterable. Preparing the
+network (channels-last weights, fused attention, compilation) is a separate,
+explicit step, :func:`prepare_network`, done once by whoever loads the network:
+several engines (one per L in a sweep) may share one network.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -70,12 +78,18 @@ class FrameInput:
     image: [3, H, W] float, ImageNet-normalised, at the working resolution.
     label: [H, W] int64 object ids (1..K, 0 = none) for objects annotated at this frame, or None.
     required: whether a prediction is wanted (frames not required are skipped).
+    source: where the frame came from (a file name), named by errors about it.
     """
 
     index: int
     image: torch.Tensor
     label: torch.Tensor | None = None
     required: bool = True
+    source: str | None = None
+
+    def describe(self) -> str:
+        """'frame 7' or 'frame 7 (00007.jpg)', for error messages."""
+        return f"frame {self.index}" + (f" ({self.source})" if self.source else "")
 
 
 @dataclass
@@ -101,6 +115,62 @@ def others_from_masks(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([masks[[j for j in range(count) if j != i]].sum(0) for i in range(count)])
 
 
+#: Attribute of a prepared network that records how it was prepared.
+_PREPARED = "_pcvos_preparation"
+
+
+def _preparation(config: EngineConfig) -> tuple[bool, bool, str | None]:
+    return (config.channels_last, config.fused_attention, config.compile)
+
+
+def prepare_network(network: PCVOS, config: EngineConfig | None = None) -> PCVOS:
+    """Set a network up for inference the way ``config`` asks, in place; returns it.
+
+    Three settings of :class:`EngineConfig` belong to the network, not to an
+    engine: ``channels_last`` (conv weights stored NHWC; values unchanged),
+    ``fused_attention`` (refinement windows through scaled_dot_product_attention)
+    and ``compile`` (torch.compile of the network stages). Call this once after
+    loading, before building engines; every engine built on the network then
+    shares the preparation (an engine whose config asks for another one refuses
+    the network). Calling it again with other settings re-prepares the network.
+    """
+    config = config or EngineConfig()
+    # Converts the conv weights in place (values unchanged); activations follow the weights.
+    network.to(memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    for module in network.modules():
+        if isinstance(module, ClipAttention):
+            module.fused = config.fused_attention
+    if config.compile:
+        compile_methods(network, COMPILED_STAGES, config.compile)
+    elif getattr(network, "_compiled_mode", None) is not None:
+        for name in COMPILED_STAGES:  # back to the class's plain methods
+            network.__dict__.pop(name, None)
+        network._compiled_mode = None
+    setattr(network, _PREPARED, _preparation(config))
+    return network
+
+
+def _copy_store(store: MemoryStore) -> MemoryStore:
+    """An independent copy of a memory store.
+
+    Keys and values are never changed in place (strategies replace them), so
+    the copy shares those tensors; keep-all never changes an entry at all and
+    shares the entries too. The bounded strategies' entries and statistics
+    (updated in place) are copied.
+    """
+    if type(store) is not MemoryStore:
+        shared = {}
+        for entry in store.entries.values():
+            shared[id(entry.key)] = entry.key
+            shared.update((id(v), v) for v in entry.values.values())
+        return copy.deepcopy(store, shared)
+    new = copy.copy(store)
+    new.entries = dict(store.entries)
+    new.object_entries = {obj: list(ids) for obj, ids in store.object_entries.items()}
+    new._groups = None
+    return new
+
+
 class _VideoState:
     """Everything the engine holds for one video."""
 
@@ -113,6 +183,125 @@ class _VideoState:
         self.held: dict[int, torch.Tensor] = {}  # prediction of an annotated frame, before its labels
         self.pads = None
         self.mirror: MemoryStore | None = None  # memory of the mirrored video (EngineConfig.flip)
+
+
+class EngineSession:
+    """One video going through the engine, one frame at a time.
+
+    ``push(frame)`` returns the masks that became final with that frame, in
+    frame order: at L > 1 a frame's mask is final once its clip is complete
+    (L frames, an annotated frame, or the end), so a pushed frame's result
+    arrives up to L - 1 frames later. ``flush()`` ends the video and returns
+    the rest. Frames must arrive in increasing ``index`` order and all have the
+    size of the first one.
+    """
+
+    def __init__(self, engine: PCVOSEngine, num_objects: int | None = None) -> None:
+        self.engine = engine
+        cfg = engine.config
+        self._state = _VideoState(engine.memory_factory(), num_objects)
+        if cfg.flip:
+            self._state.mirror = engine.memory_factory()
+        self._scheduler = ClipScheduler(cfg.clip_length, cfg.mem_every)
+        self._first: tuple[str, tuple[int, int]] | None = None  # (description, (H, W)) of the first frame
+        self._finished = False
+
+    @property
+    def pending(self) -> tuple[int, ...]:
+        """Frames pushed whose clip is not complete yet (their masks come with a later push or the flush)."""
+        return self._scheduler.pending
+
+    @property
+    def objects(self) -> list[int]:
+        """Object ids (1..K) the session tracks, in the order they were annotated."""
+        return list(self._state.enabled)
+
+    @torch.inference_mode()
+    def push(self, frame: FrameInput) -> list[FrameResult]:
+        """Feed the next frame; returns the results that became final, in frame order.
+
+        Raises:
+            ValueError: the frame (or its label) is not the size of the video's first frame, or
+                frames arrive out of order.
+        """
+        if self._finished:
+            raise RuntimeError("this session was flushed; start a new one for another video")
+        self._check_size(frame)
+        engine, state = self.engine, self._state
+        image = frame.image.to(engine.device, torch.float32)
+        if state.pads is None:
+            state.pads = compute_pad(*image.shape[-2:])
+        steps = self._scheduler.push(frame.index, labelled=frame.label is not None, required=frame.required)
+        state.frames[frame.index] = pad(image[None], state.pads)
+        if frame.label is not None:
+            state.labels[frame.index] = pad(frame.label.to(engine.device, torch.int64), state.pads)
+        results = [result for step in steps for result in engine._run(step, state)]
+        if frame.index not in self._scheduler.pending:
+            state.frames.pop(frame.index, None)
+        return results
+
+    @torch.inference_mode()
+    def flush(self) -> list[FrameResult]:
+        """End of the video: segment the frames still pending and return their results."""
+        self._finished = True
+        return [result for step in self._scheduler.finish() for result in self.engine._run(step, self._state)]
+
+    def snapshot(self) -> EngineSession:
+        """An independent copy of the session, to resume from later (e.g. after a correction).
+
+        Only between clips (nothing pending): the copy holds the memory and the
+        schedule's position, no frames. Keep-all memory is shared, not copied.
+        """
+        if self._scheduler.pending or self._state.held or self._state.labels:
+            raise RuntimeError("a session can be copied only between clips (frames are pending)")
+        new = copy.copy(self)
+        new._scheduler = copy.copy(self._scheduler)
+        new._scheduler._buffer = []
+        state = copy.copy(self._state)
+        state.store = _copy_store(self._state.store)
+        state.mirror = None if self._state.mirror is None else _copy_store(self._state.mirror)
+        state.enabled = list(self._state.enabled)
+        state.frames, state.labels, state.held = {}, {}, {}
+        new._state = state
+        return new
+
+    def drop_objects(self, ids: Iterable[int]) -> None:
+        """Stop tracking objects: they leave the memory and get no probability from now on.
+
+        Their channels stay (zero) in later results, so the other objects keep their ids.
+        """
+        ids = set(ids)
+        state = self._state
+        state.enabled = [obj for obj in state.enabled if obj not in ids]
+        for store in (state.store, state.mirror):
+            if store is None:
+                continue
+            for entry_id, entry in list(store.entries.items()):
+                if ids & entry.values.keys():  # a new entry: a snapshot may share the old one
+                    kept = {obj: v for obj, v in entry.values.items() if obj not in ids}
+                    store.entries[entry_id] = replace(entry, values=kept)
+            for obj in ids:
+                store.object_entries.pop(obj, None)
+            store._groups = None
+        for prob in state.held.values():
+            prob[[obj for obj in ids if obj < prob.shape[0]]] = 0
+
+    def _check_size(self, frame: FrameInput) -> None:
+        size = tuple(frame.image.shape[-2:])
+        if self._first is None:
+            self._first = (frame.describe(), size)
+        elif size != self._first[1]:
+            raise ValueError(
+                f"{frame.describe()}: size {size[1]}x{size[0]} at the working resolution differs from the "
+                f"video's first frame, {self._first[0]}, at {self._first[1][1]}x{self._first[1][0]}; every frame "
+                "of a video must have the same size (the same aspect ratio once resized): resize or crop the frames"
+            )
+        if frame.label is not None and tuple(frame.label.shape[-2:]) != size:
+            label = tuple(frame.label.shape[-2:])
+            raise ValueError(
+                f"{frame.describe()}: its label is {label[1]}x{label[0]} but the frame is {size[1]}x{size[0]}; "
+                "a label must have its frame's size"
+            )
 
 
 class PCVOSEngine:
@@ -134,48 +323,40 @@ class PCVOSEngine:
         self.config = config or EngineConfig()
         self.memory_factory = memory_factory
         self.device = next(network.parameters()).device
-        if self.config.channels_last:
-            # Converts the network's conv weights in place (values unchanged); activations follow the weights.
-            network.to(memory_format=torch.channels_last)
-        for module in network.modules():
-            if isinstance(module, ClipAttention):
-                module.fused = self.config.fused_attention
-        if self.config.compile:
-            compile_methods(network, COMPILED_STAGES, self.config.compile)
+        prepared = getattr(network, _PREPARED, None)
+        if prepared is not None and prepared != _preparation(self.config):
+            raise ValueError(
+                f"engine config: the network was prepared with (channels_last, fused_attention, compile) = "
+                f"{prepared} but this engine asks for {_preparation(self.config)}; engines sharing a network "
+                "must agree, or call prepare_network(network, config) again"
+            )
 
     # -- public API ----------------------------------------------------------------
-    @torch.inference_mode()
+    def start(self, num_objects: int | None = None) -> EngineSession:
+        """A session for one video: push its frames one at a time, then flush.
+
+        Args:
+            num_objects: total object count if known (the released code
+                aggregates annotated frames over all K objects of the video).
+        """
+        return EngineSession(self, num_objects)
+
     def segment(self, frames: Iterable[FrameInput], num_objects: int | None = None) -> Iterator[FrameResult]:
         """Segment a video given as an iterable of frames in temporal order.
 
         Yields one :class:`FrameResult` per segmented frame (annotated frames
         included; frames before the first annotation and frames not required
-        are not yielded), as soon as it is final.
+        are not yielded), as soon as it is final. The same as pushing every
+        frame into :meth:`start`'s session and flushing it.
 
         Args:
             frames: :class:`FrameInput` in increasing ``index`` order.
-            num_objects: total object count if known (the released code
-                aggregates annotated frames over all K objects of the video).
+            num_objects: see :meth:`start`.
         """
-        cfg = self.config
-        state = _VideoState(self.memory_factory(), num_objects)
-        if cfg.flip:
-            state.mirror = self.memory_factory()
-        scheduler = ClipScheduler(cfg.clip_length, cfg.mem_every)
+        session = self.start(num_objects)
         for frame in frames:
-            image = frame.image.to(self.device, torch.float32)
-            if state.pads is None:
-                state.pads = compute_pad(*image.shape[-2:])
-            state.frames[frame.index] = pad(image[None], state.pads)
-            if frame.label is not None:
-                state.labels[frame.index] = pad(frame.label.to(self.device, torch.int64), state.pads)
-            steps = scheduler.push(frame.index, labelled=frame.label is not None, required=frame.required)
-            for step in steps:
-                yield from self._run(step, state)
-            if frame.index not in scheduler.pending:
-                state.frames.pop(frame.index, None)
-        for step in scheduler.finish():
-            yield from self._run(step, state)
+            yield from session.push(frame)
+        yield from session.flush()
 
     # -- steps -----------------------------------------------------------------------
     def _run(self, step: Clip | LabelStep, state: _VideoState) -> Iterator[FrameResult]:

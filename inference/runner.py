@@ -96,7 +96,7 @@ def segment_source(
             index = int(item["index"])
             sizes[index] = tuple(int(v) for v in item["size"])
             required = source.required is None or index in source.required
-            yield FrameInput(index, item["image"], item.get("label"), required)
+            yield FrameInput(index, item["image"], item.get("label"), required, source=str(source.frames[index]))
 
     sizes: dict[int, tuple[int, int]] = {}
     count = 0

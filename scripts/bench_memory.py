@@ -108,7 +108,7 @@ def run_one(spec: dict) -> dict:
 
     from dataset.frames import normalise
     from dataset.synthetic import SyntheticConfig, iter_frames
-    from inference.engine import EngineConfig, FrameInput, PCVOSEngine
+    from inference.engine import EngineConfig, FrameInput, PCVOSEngine, prepare_network
     from inference.memory_strategies import DEFAULT_MAX_FRAMES, MemoryOptions
     from util.davis_metrics import boundary_radius, object_frame_scores
     from util.runtime import resolve_device, synchronize
@@ -128,7 +128,7 @@ def run_one(spec: dict) -> dict:
         stores.append(factory())
         return stores[-1]
 
-    engine = PCVOSEngine(net, EngineConfig(clip_length=spec["clip_length"]), memory_factory=make_store)
+    engine = PCVOSEngine(prepare_network(net), EngineConfig(clip_length=spec["clip_length"]), memory_factory=make_store)
     length = spec["length"]
     config = SyntheticConfig(
         num_frames=spec["video_frames"], height=spec["height"], width=spec["width"], num_objects=spec["objects"],

@@ -62,7 +62,7 @@ from dataset.benchmarks import generic_benchmark, run_benchmark  # noqa: E402
 from dataset.frames import list_frames, normalise, read_rgb  # noqa: E402
 from inference import official_like as official_like_module  # noqa: E402
 from inference.cli import load_network  # noqa: E402
-from inference.engine import EngineConfig, FrameInput, PCVOSEngine  # noqa: E402
+from inference.engine import EngineConfig, FrameInput, PCVOSEngine, prepare_network  # noqa: E402
 from inference.official_like import OfficialLikeCore, masks_from_probabilities  # noqa: E402
 from model.network import PCVOS, PCVOSConfig  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
@@ -277,7 +277,8 @@ def engine_benchmark(args: argparse.Namespace, device: torch.device, log: Callab
     for clip_length in args.clip_lengths:
         variants: dict[str, Callable[[bool], tuple]] = {}
         for precision in args.precision:
-            engine = PCVOSEngine(ours_net, engine_config(args, clip_length, precision))
+            config = engine_config(args, clip_length, precision)
+            engine = PCVOSEngine(prepare_network(ours_net, config), config)
             variants[f"{OURS} {precision}"] = lambda keep, e=engine: run_engine(e, images, label, args.objects, keep)
         if base_net is not None:
             core = OfficialLikeCore(base_net, clip_length)
@@ -440,7 +441,8 @@ def end_to_end_benchmark(args: argparse.Namespace, device: torch.device, log: Ca
         for clip_length in args.clip_lengths:
             variants: dict[str, Callable[[Path], object]] = {}
             for precision in args.precision:
-                engine = PCVOSEngine(ours_net, engine_config(args, clip_length, precision))
+                config = engine_config(args, clip_length, precision)
+                engine = PCVOSEngine(prepare_network(ours_net, config), config)
                 variants[f"{OURS} {precision}"] = lambda out, e=engine: run_benchmark(
                     e, generic_benchmark(root, out), size=-1, workers=args.workers, finalize=False, log=lambda _: None
                 )

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from dataset.benchmarks import davis_benchmark, run_benchmark  # noqa: E402
-from inference.engine import EngineConfig, PCVOSEngine  # noqa: E402
+from inference.engine import EngineConfig, PCVOSEngine, prepare_network  # noqa: E402
 from model.checkpoint import build_model  # noqa: E402
 from util.palette import read_index_png  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--checkpoint {args.checkpoint}: no such file")
     device = resolve_device(args.device)
     network, _ = build_model(args.checkpoint, device)
+    prepare_network(network)
     rows = []
     with tempfile.TemporaryDirectory(prefix="pcvos-agreement-") as tmp:
         for length in args.clip_lengths:

@@ -36,7 +36,7 @@ from dataset.synthetic import (  # noqa: E402
     write_davis,
     write_youtube_train,
 )
-from inference.engine import EngineConfig, PCVOSEngine  # noqa: E402
+from inference.engine import EngineConfig, PCVOSEngine, prepare_network  # noqa: E402
 from model.checkpoint import build_model, recommend_settings  # noqa: E402
 from model.trainer import TrainConfig  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
@@ -268,6 +268,7 @@ def copy_first_mask(bench, out: Path) -> dict:
 def evaluate(args, checkpoint: Path, val_root: Path) -> tuple[dict, dict]:
     device = resolve_device(args.device)
     network, _ = build_model(checkpoint, device)
+    prepare_network(network)
     results = {}
     for length in args.clip_lengths:
         bench = davis_benchmark(val_root, "2017", "val", args.out / "eval" / f"L{length}")

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inference.engine import EngineConfig, FrameInput, PCVOSEngine
+from inference.engine import EngineConfig, FrameInput, PCVOSEngine, prepare_network
 from inference.official_like import OfficialLikeCore
 from model.memory import bag_readout, gather_readout, l2_affinity, topk_affinity, topk_weights
 from model.network import PCVOS, PCVOSConfig
@@ -33,7 +33,7 @@ def video():
 
 
 def run(net, images, label, objects, **config):
-    engine = PCVOSEngine(net, EngineConfig(**config))
+    engine = PCVOSEngine(prepare_network(net, EngineConfig(**config)), EngineConfig(**config))
     frames = (FrameInput(t, images[t], label if t == 0 else None) for t in range(images.shape[0]))
     return torch.stack([r.prob for r in engine.segment(frames, num_objects=objects)], dim=1)  # [K + 1, T, H, W]
 

@@ -25,7 +25,7 @@ import inference_pretrained_pcvos
 import segment
 from dataset import synthetic as syn
 from dataset.benchmarks import MaskReader, parse_mask_arg, segment_stream
-from inference.engine import EngineConfig, PCVOSEngine
+from inference.engine import EngineConfig, PCVOSEngine, prepare_network
 from model.network import PCVOS, PCVOSConfig
 from util import davis_metrics as dm
 from util.sharding import Shard, env_shard, parse_shard, resolve_shard, shard_device
@@ -361,7 +361,7 @@ def test_mask_reader_colours_grey_and_binary(tmp_path):
 def test_segment_stream_holds_only_a_few_frames(tmp_path):
     """Frames are pulled as the engine needs them: at most about a clip plus the prefetch depth is held."""
     torch.manual_seed(0)
-    engine = PCVOSEngine(PCVOS(PCVOSConfig.small()).eval(), EngineConfig(clip_length=3))
+    engine = PCVOSEngine(prepare_network(PCVOS(PCVOSConfig.small()).eval()), EngineConfig(clip_length=3))
     video = syn.generate_video(syn.SyntheticConfig(num_frames=20, height=32, width=48, num_objects=1, seed=3))
     pulled, done, outstanding = [0], [], []
 

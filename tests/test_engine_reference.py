@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference.engine import EngineConfig, FrameInput, PCVOSEngine
+from inference.engine import EngineConfig, FrameInput, PCVOSEngine, prepare_network
 from model.network import PCVOS, PCVOSConfig
 from tests.reference_core import reference_segment
 from util.recipe_weights import apply_recipe
@@ -16,7 +16,7 @@ from util.recipe_weights import apply_recipe
 @pytest.fixture(scope="module")
 def small_net():
     torch.manual_seed(0)
-    return apply_recipe(PCVOS(PCVOSConfig.small())).eval()
+    return prepare_network(apply_recipe(PCVOS(PCVOSConfig.small())).eval())
 
 
 def make_video(frames: int, height: int, width: int, labels: dict[int, list[int]], seed: int):

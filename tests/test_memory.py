@@ -18,7 +18,7 @@ import inference_pretrained_pcvos
 import segment
 import train
 from inference.cli import build_engine, load_network, memory_options
-from inference.engine import EngineConfig, FrameInput, PCVOSEngine
+from inference.engine import EngineConfig, FrameInput, PCVOSEngine, prepare_network
 from inference.memory_store import MemoryStore
 from inference.memory_strategies import (
     AfbMemory,
@@ -229,7 +229,7 @@ def stream(net, options: MemoryOptions, frames_: int, clip_length: int = 2, seed
         stores.append(factory())
         return stores[-1]
 
-    engine = PCVOSEngine(net, EngineConfig(clip_length=clip_length), memory_factory=make)
+    engine = PCVOSEngine(prepare_network(net), EngineConfig(clip_length=clip_length), memory_factory=make)
     results, sizes = [], []
     for result in engine.segment((FrameInput(t, images[t], maps.get(t)) for t in range(frames_)), num_objects=2):
         results.append(result if keep else weakref.ref(result.prob))

@@ -15,7 +15,7 @@ import torch
 
 import eval_generic
 from dataset.frames import video_from_folders
-from inference.engine import EngineConfig, PCVOSEngine
+from inference.engine import EngineConfig, PCVOSEngine, prepare_network
 from inference.runner import segment_source
 from model.checkpoint import build_model
 from model.network import PCVOS
@@ -79,7 +79,7 @@ def test_probabilities_and_intermediates(case, shared, tmp_path, recipe_checkpoi
     network.decode_objects = recorded_decode
     # decode_batch 64: the first clip is one decoder call, rows object-major, so object 1's logits come first.
     config_ = EngineConfig(clip_length=config["clip_length"], memory_read="pmm", decode_batch=64)
-    engine = PCVOSEngine(network, config_)
+    engine = PCVOSEngine(prepare_network(network, config_), config_)
     source = video_from_folders("vid", root / "JPEGImages" / "vid", root / "Annotations" / "vid")
     prob = np.zeros_like(golden["prob"])
     seen = []
@@ -142,7 +142,7 @@ def test_wrong_schedule_would_be_caught(shared, tmp_path, recipe_checkpoint):
     golden = load_golden(shared, "g2_L10_late")
     root = write_case(golden, tmp_path)
     network, _ = build_model(recipe_checkpoint)
-    engine = PCVOSEngine(network, EngineConfig(clip_length=5))
+    engine = PCVOSEngine(prepare_network(network), EngineConfig(clip_length=5))
     source = video_from_folders("vid", root / "JPEGImages" / "vid", root / "Annotations" / "vid")
     prob = np.zeros_like(golden["prob"])
     segment_source(engine, source, -1, None, None, workers=0, on_prob=lambda i, p: prob.__setitem__(
