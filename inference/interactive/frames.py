@@ -97,6 +97,15 @@ class FrameCache:
             raise OSError(f"{path}: cached frame cannot be read; delete {self.cache_dir} to decode the video again")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
+    def decode_all(self) -> int:
+        """Decode a container to its end (caching every frame), so that ``count`` is exact; returns it."""
+        while not self.exact:
+            try:
+                self.rgb(self._decoded)
+            except IndexError:
+                break
+        return self.count
+
     def jpeg(self, index: int, quality: int = 90) -> bytes:
         """Frame ``index`` as JPEG bytes, for display in the page."""
         bgr = cv2.cvtColor(self.rgb(index), cv2.COLOR_RGB2BGR)

@@ -39,7 +39,6 @@ class SettingsRequest(BaseModel):
 
 class PropagateRequest(BaseModel):
     direction: str = "forward"
-    start: int = 0
 
 
 class ExportRequest(BaseModel):
@@ -204,12 +203,13 @@ def create_app(workdir: Path, defaults: Settings, propagators: PropagatorFactory
     @app.post("/api/sessions/{session_id}/propagate")
     def propagate(session_id: str, body: PropagateRequest) -> dict:
         session, propagator = sessions.get(session_id)
-        job = session.start_job(body.direction, body.start)
+        job = session.start_job(body.direction)
         try:
-            results, total = propagator.results(body.direction, body.start)
+            results, total = propagator.results(body.direction)
         except BaseException:
             job.state = "failed"
             raise
+        job.total = total
 
         def end(finished) -> None:
             propagator.finished(finished)

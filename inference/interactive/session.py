@@ -69,7 +69,6 @@ class Job:
 
     id: int
     direction: str
-    start: int
     state: str = "running"  # running | done | cancelled | failed
     total: int = 0  # frames the propagation will produce (an estimate for a container of inexact length)
     done: int = 0  # frames produced so far
@@ -79,10 +78,11 @@ class Job:
     first_mask_s: float | None = None  # seconds from the start to the first mask
     seconds: float | None = None  # duration of a finished job
     frames: list[int] = field(default_factory=list)  # indices produced, in order
+    changed: int = 0  # frames whose mask differs from the committed one (only those are staged)
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def public(self) -> dict:
-        keys = ("id", "direction", "start", "state", "total", "done", "last", "error", "first_mask_s", "seconds")
+        keys = ("id", "direction", "state", "total", "done", "last", "error", "first_mask_s", "seconds", "changed")
         out = {k: getattr(self, k) for k in keys}
         out["fps"] = self.done / self.seconds if self.seconds else None
         return out
@@ -321,21 +321,23 @@ class Session:
         if self.job is not None and self.job.state == "running":
             raise ValueError(f"cannot {what} while a propagation runs; wait for it or cancel it")
 
-    def start_job(self, direction: str, start: int) -> Job:
+    def start_job(self, direction: str) -> Job:
         with self.lock:
             if direction not in DIRECTIONS:
                 raise ValueError(f"direction {direction!r}: choose one of {DIRECTIONS}")
-            self.check_index(start)
             self._refuse_while_running("start a propagation")
             if not self.annotated_frames():
                 raise ValueError("propagate: no annotated frame; draw or import a mask first")
-            self.job = Job(id=(self.job.id + 1 if self.job else 1), direction=direction, start=start)
+            self.job = Job(id=(self.job.id + 1 if self.job else 1), direction=direction)
             return self.job
 
     def run_job(self, job: Job, results: Iterator[tuple[int, np.ndarray]], total: int,
                 on_end: Callable[[Job], None] | None = None) -> None:
         """Write ``results`` ((frame index, uint8 [H, W] mask) as the predictor yields them) into staging/ and
-        commit them into masks/ when they are all there; on a cancel or an error nothing is committed."""
+        commit them into masks/ when they are all there; on a cancel or an error nothing is committed.
+
+        Masks equal to the committed ones are not staged (the predictor also yields the frames that were
+        up to date), so a commit rewrites only the frames that changed."""
         staging = self.dir / "staging"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -345,11 +347,15 @@ class Session:
             for index, mask in results:
                 if job.cancel.is_set():
                     raise Cancelled
-                write_index_png(self._mask_path(index, "staging"), mask, palette)
+                committed = self.mask(index)
+                changed = committed is None or not np.array_equal(committed, mask)
+                if changed:
+                    write_index_png(self._mask_path(index, "staging"), mask, palette)
                 with self.lock:
                     if job.first_mask_s is None:
                         job.first_mask_s = time.perf_counter() - job.started
                     job.done += 1
+                    job.changed += changed
                     job.last = index
                     job.frames.append(index)
                     job.total = max(job.total, job.done)

@@ -359,7 +359,7 @@ async function propagate(direction) {
   showError();
   state.timings = { clicked: performance.now() };
   try {
-    const job = await (await api("POST", sessionUrl("/propagate"), { direction, start: state.frame })).json();
+    const job = await (await api("POST", sessionUrl("/propagate"), { direction })).json();
     followJob(job.id);
   } catch (error) { showError(error); }
 }
@@ -389,7 +389,7 @@ async function followJob(id) {
       const first = state.timings.firstMaskMs ? `, first mask on screen after ${(state.timings.firstMaskMs / 1000).toFixed(2)} s` : "";
       if (job.state === "done") {
         $("job-label").textContent = `${job.direction}: ${job.done} frames in ${job.seconds.toFixed(1)} s ` +
-          `(${job.fps ? job.fps.toFixed(2) : "–"} FPS${first})`;
+          `(${job.fps ? job.fps.toFixed(2) : "–"} FPS${first}); ${job.changed} masks changed`;
       } else if (job.state === "failed") showError(`propagation failed, earlier masks kept: ${job.error}`);
       else $("job-label").textContent = `${job.direction}: cancelled after ${job.done} frames; earlier masks kept`;
       updateSession(await (await api("GET", sessionUrl(""))).json());
