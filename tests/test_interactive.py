@@ -276,4 +276,9 @@ def test_objects_undo_and_user_errors(video, tmp_path):
     assert "no annotated frame" in details[3] and "sideways" in details[4] and "L must be" in details[5]
     assert "m.png" in details[6]
     assert client.get("/api/sessions/nope-123").status_code == 404
+    with (video["root"] / "clip.mp4").open("rb") as f:
+        uploaded = client.post("/api/sessions/upload", files={"file": ("my clip.mp4", f)}).json()
+    assert uploaded["count"] == T and (tmp_path / "work" / uploaded["id"] / "source" / "my clip.mp4").is_file()
+    frame = client.get(f"/api/sessions/{uploaded['id']}/frames/3.jpg")
+    assert frame.status_code == 200 and frame.content[:2] == b"\xff\xd8"
     assert client.get("/api/sessions/..%2Fetc").status_code in (400, 404)

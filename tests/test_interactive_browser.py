@@ -154,7 +154,7 @@ def test_draw_propagate_correct_export(server, browser):
     driver.get(server["url"])
     driver.find_element(By.ID, "open-path").send_keys(str(server["root"] / "clip.mp4"))
     driver.find_element(By.ID, "open-button").click()
-    _wait(driver, "return window.pcvos.session && window.pcvos.image && window.pcvos.mask")
+    _wait(driver, "return !!(window.pcvos.session && window.pcvos.image && window.pcvos.mask)")
     session_id = driver.execute_script("return window.pcvos.session.id")
 
     # object 1: a polygon around the first object's bounding box at frame 0

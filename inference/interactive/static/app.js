@@ -379,8 +379,13 @@ async function followJob(id) {
     if (job.frames.length) {
       if ($("follow").checked) await goTo(job.frames[job.frames.length - 1]);
       else if (job.frames.includes(state.frame)) await reloadMask();
+      const elapsed = performance.now() - state.timings.clicked;
       if (state.timings.clicked && !state.timings.firstMaskMs && state.maskSource !== "none") {
-        state.timings.firstMaskMs = performance.now() - state.timings.clicked;
+        state.timings.firstMaskMs = elapsed;
+      }
+      if (state.timings.clicked && !state.timings.firstPropagatedMs && state.maskSource !== "none" &&
+          !state.session.annotated.includes(state.frame)) {
+        state.timings.firstPropagatedMs = elapsed;   // the first mask of a frame that was not annotated
       }
     }
     if (job.state !== "running") {
