@@ -385,7 +385,6 @@ def test_cli_headline_says_over_n_of_m_when_gt_is_incomplete(tmp_path: Path, cap
     assert (tmp_path / "out" / "global_results-val.csv").read_bytes() == csvs["global_results-val.csv"]  # a only
 
 
-@needs_golden
 def test_cli_headline_says_over_14_of_15_on_the_golden_set(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     argv = ["--gt", str(GOLDEN / "gt"), "--pred", str(GOLDEN / "pred"), "--out", str(tmp_path)]
     argv += ["--sequences", str(GOLDEN / "gt" / "ImageSets" / "val.txt"), "--workers", "1"]
