@@ -21,7 +21,8 @@ from PIL import Image
 
 from dataset.benchmarks import Benchmark
 from dataset.frames import VideoSource
-from util.palette import read_index_png
+from dataset.masks import MaskReader
+from util import davis_metrics as dm
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -92,8 +93,9 @@ def check_annotations(sources: Iterable[VideoSource]) -> None:
         if not source.labels:
             raise ValueError(f"video {source.name!r}: no annotation PNG; give at least the first mask")
         shown = source.meta.get("annotation_files", {})  # the user's files where staged copies are read
+        reader = MaskReader(source.mask_values)  # one reader per video: RGB colours number alike
         for index, label_path in sorted(source.labels.items()):
-            mask = read_index_png(label_path)  # ValueError naming the file for unreadable / RGB / 16-bit
+            mask = reader.read_file(label_path).ids  # MaskError (a ValueError) naming the file
             label_path = shown.get(index, label_path)
             frame = source.frames[index]
             height, width = image_size(frame)
@@ -114,4 +116,19 @@ def preflight_benchmark(bench: Benchmark, output_flag: str = "--output", zip_fla
     check_output_folder(bench.mask_root, output_flag)
     if bench.zip_path is not None:
         check_output_file(bench.zip_path, zip_flag)
+    if bench.score is not None:
+        check_scoring_gt(bench)
     check_annotations(bench.sources)
+
+
+def check_scoring_gt(bench: Benchmark) -> None:
+    """The GT PNGs the DAVIS toolkit will score against: each one's mode, from its header.
+
+    The toolkit reads palette, greyscale and 1-bit PNGs only; an RGB or 16-bit GT file would
+    stop the scoring after every video had been segmented, so it is refused now.
+    """
+    ann_dir = dm.annotations_dir(bench.score.gt_root)
+    for source in bench.sources:
+        folder = ann_dir / source.name
+        for name in dm.list_gt_frames(folder) if folder.is_dir() else []:
+            dm.check_mask_mode(folder / name)

@@ -217,8 +217,34 @@ def db_statistics(values: np.ndarray) -> tuple[float, float, float]:
 # --------------------------------------------------------------------------------------------
 
 
-class ScoringError(Exception):
-    """A problem that stops the whole evaluation (GT side: root, sequence list, GT folder)."""
+class ScoringError(ValueError):
+    """A problem that stops the whole evaluation (GT side: root, sequence list, GT folder).
+
+    A ``ValueError``: it is the user's data, reported in one line by the drivers (util/errors.py).
+    """
+
+
+#: PNG modes the toolkit's ``np.array(PIL.Image.open(path))`` turns into object ids
+MASK_MODES = ("P", "L", "1")
+
+
+def _mode_error(path: Path, mode: str) -> ValueError:
+    bits = " (16-bit greyscale)" if mode.startswith("I") else ""
+    return ValueError(
+        f"{path}: PNG mode {mode!r}{bits} is not supported by the DAVIS toolkit; save masks as palette ('P') "
+        "or 8-bit greyscale ('L') PNGs whose pixel values are object ids"
+    )
+
+
+def check_mask_mode(path: Path) -> None:
+    """Raise ``ValueError`` naming ``path`` unless its header says a mode :func:`read_mask` reads."""
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: cannot read PNG ({error}); replace this file") from error
+    if mode not in MASK_MODES:
+        raise _mode_error(path, mode)
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -235,12 +261,8 @@ def read_mask(path: Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
-            mode = image.mode
-            if mode not in ("P", "L", "1"):
-                raise ValueError(
-                    f"{path}: PNG mode {mode!r} is not supported; save masks as palette ('P') or "
-                    "greyscale ('L') PNGs whose pixel values are object ids"
-                )
+            if image.mode not in MASK_MODES:
+                raise _mode_error(path, image.mode)
             array = np.array(image)
     except FileNotFoundError:
         raise
