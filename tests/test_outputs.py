@@ -354,6 +354,7 @@ def _pngs(root: Path) -> dict[str, tuple[int, int]]:
     return {p.relative_to(root).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.rglob("*.png")}
 
 
+@pytest.mark.slow
 def test_eval_davis_rerun_skips_complete_videos_and_refuses_other_settings(model, tmp_path, capsys):
     config = syn.SyntheticConfig(num_frames=4, height=H, width=W, num_objects=2, num_distractors=0)
     davis = tmp_path / "trainval"

@@ -126,6 +126,7 @@ def test_backward_equals_forward_on_the_reversed_video(checkpoint, video):
     assert all(np.array_equal(mask, forward_reversed[m - t]) for t, mask in both[12 - m:])
 
 
+@pytest.mark.slow
 def test_a_correction_recomputes_only_the_frames_it_changes(checkpoint, video):
     """Object 1 annotated at 0 and 9, L = 3: clips [1-3] [4-6] [7-9] [10-11]. A correction at 5 recomputes from 4
     (the start of its clip) to 9 (object 1's next annotation): 6 frames, equal to a fresh run with all masks."""

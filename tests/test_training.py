@@ -67,11 +67,13 @@ def test_stage0_runs_logs_and_checkpoints(data, tmp_path):
     assert not list(run_dir.glob(".*tmp*"))  # atomic saves leave no temp files
 
 
+@pytest.mark.slow
 def test_stage1_bl30k_runs(data, tmp_path):
     result = train.run_full(_config(data, tmp_path, stage=1, iterations=1, batch_size=1, tensorboard=False))
     assert len(result.losses) == 1 and torch.isfinite(torch.tensor(result.losses[0]))
 
 
+@pytest.mark.slow
 def test_stage3_cli_from_stage0_weights(data, tmp_path, capsys):
     s0 = train.run(_config(data, tmp_path, stage=0, iterations=1, batch_size=1, tensorboard=False))
     args = [
@@ -95,7 +97,7 @@ def test_missing_dataset_is_a_clear_cli_error(tmp_path, capsys):
     assert str((tmp_path / "x").resolve()) in err and "docs/training.md" in err and "download.py" in err
 
 
-@pytest.mark.parametrize("schedule", ["step", "cosine"])
+@pytest.mark.parametrize("schedule", ["step", pytest.param("cosine", marks=pytest.mark.slow)])
 def test_resume_is_bit_exact(data, tmp_path, schedule):
     kw = dict(stage=3, iterations=4, tensorboard=False, save_every=0, lr_schedule=schedule)
     full = train.run_full(_config(data, tmp_path / "a", **kw))
@@ -121,6 +123,7 @@ def test_resume_is_bit_exact(data, tmp_path, schedule):
             train.run_full(other)
 
 
+@pytest.mark.slow
 def test_logged_means_after_a_resume_cover_the_iterations_since_the_last_line(data, tmp_path, monkeypatch):
     """Resumed at an iteration that is not a multiple of log_every, each logged mean still averages exactly the
     iterations since the previous line (it once divided by a count taken from the start, not the last line)."""
@@ -156,6 +159,7 @@ def test_cosine_schedule_values():
         resolve(TrainConfig(stage=3, lr_schedule="linear"))
 
 
+@pytest.mark.slow
 def test_channels_last_trains_the_same_network(data, tmp_path):
     kw = dict(stage=3, iterations=2, tensorboard=False, save_every=0, clip_lengths=(2, 2))
     plain = train.run_full(_config(data, tmp_path / "a", **kw))
@@ -174,6 +178,7 @@ def test_channels_last_trains_the_same_network(data, tmp_path):
     assert model.config.name == "small"
 
 
+@pytest.mark.slow
 def test_overfit_single_batch_and_frozen_batchnorm():
     from model.losses import BootstrapSchedule
     from model.network import PCVOS, PCVOSConfig
@@ -229,6 +234,7 @@ def test_global_batch_must_divide():
         micro_batch_size(6, 2, 2)
 
 
+@pytest.mark.slow
 def test_paper_model_one_iteration(data, tmp_path):
     result = train.run_full(
         _config(data, tmp_path, stage=3, model_size="paper", iterations=1, batch_size=1, crop_size=48,
@@ -307,6 +313,7 @@ def _cli(data: dict, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_stop_after_writes_a_checkpoint_and_the_documented_resume_command_continues(data, tmp_path, capsys):
     """--stop-after 1 of 2: a resumable checkpoint, no *_final.pth, and the printed command -- the run's flags,
     --weights included, plus --resume, as docs/training.md writes it -- finishes the run."""
@@ -339,6 +346,7 @@ def test_stop_after_writes_a_checkpoint_and_the_documented_resume_command_contin
     assert all(torch.equal(final["network"][k], exported["network"][k]) for k in final["network"])
 
 
+@pytest.mark.slow
 def test_stop_after_in_the_library_returns_no_final(data, tmp_path):
     result = train.run_full(_config(data, tmp_path, stage=0, iterations=3, batch_size=1, stop_after=1,
                                     tensorboard=False))
