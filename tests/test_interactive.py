@@ -57,8 +57,8 @@ def _open(client: TestClient, path: Path) -> str:
     return response.json()["id"]
 
 
-def _propagate(client: TestClient, sid: str, direction: str) -> dict:
-    response = client.post(f"/api/sessions/{sid}/propagate", json={"direction": direction})
+def _propagate(client: TestClient, sid: str, direction: str, start: int | None = None) -> dict:
+    response = client.post(f"/api/sessions/{sid}/propagate", json={"direction": direction, "start": start})
     assert response.status_code == 200, response.text
     while (job := client.get(f"/api/sessions/{sid}/job").json())["state"] == "running":
         time.sleep(0.05)
@@ -115,6 +115,25 @@ def test_forward_export_equals_segment_py(video, tmp_path):
     assert {n: archive.read(n) for n in archive.namelist() if n.startswith("masks/")} == {
         f"masks/{k}": v for k, v in expected.items()}
     assert len(list(VideoReader(exported.parent / "overlay.mp4"))) == T
+
+
+def test_from_this_frame_writes_only_the_frames_from_there(video, tmp_path):
+    """"From this frame" at frame 6, forward: frames 6.. get segment.py's masks, frames 1..5 stay without one."""
+    mask_png = _mask_png(tmp_path / "first.png", video["masks"][0])
+    client = _app(tmp_path / "work")
+    sid = _open(client, video["root"] / "frames")
+    assert client.put(f"/api/sessions/{sid}/annotations/0", content=video["masks"][0].tobytes()).status_code == 200
+    job = _propagate(client, sid, "forward", start=6)
+    assert job["done"] == T - 6 and job["last"] == T - 1, job
+    assert segment.main(["--video", str(video["root"] / "frames"), "--mask", str(mask_png),
+                         "--output", str(tmp_path / "segment"), *FAST]) == 0
+    shown = {t: client.get(f"/api/sessions/{sid}/masks/{t}") for t in range(T)}
+    assert all(shown[t].status_code == 204 for t in range(1, 6))
+    for t in range(6, T):
+        assert np.array_equal(np.frombuffer(shown[t].content, np.uint8).reshape(H, W),
+                              read_index_png(tmp_path / "segment" / f"{t:05d}.png")), t
+    bad = client.post(f"/api/sessions/{sid}/propagate", json={"direction": "forward", "start": T})
+    assert bad.status_code == 400 and f"start frame {T} is outside the video" in bad.text
 
 
 def test_both_directions_equal_segment_py_forward_and_on_reversed_frames(video, tmp_path):

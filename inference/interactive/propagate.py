@@ -118,8 +118,13 @@ class Propagator:
             self.invalidate()
 
     # -- propagation ---------------------------------------------------------------------------
-    def results(self, direction: str) -> tuple[Iterator[tuple[int, np.ndarray]], int]:
+    def results(self, direction: str, start: int | None = None) -> tuple[Iterator[tuple[int, np.ndarray]], int]:
         """(the masks (frame index, uint8 [H, W]) in the order the predictor yields them, how many will come).
+
+        ``start`` (the page's "from this frame"): only the masks of frames ``start`` and after (forward) or
+        ``start`` and before (backward) are yielded; the other frames keep what they show. The predictor
+        still computes what the kept frames need (the frames from the annotations to ``start``), once.
+        ``both`` covers every frame whatever ``start`` is.
 
         The predictor is brought up to date inside the iterator, on the job's thread (decoding a container
         to the end the first time).
@@ -128,7 +133,17 @@ class Propagator:
         if not annotated:
             raise ValueError("propagate: no annotated frame; draw or import a mask first")
         count = self.session.frames.count
-        total = {"forward": count - annotated[0], "backward": annotated[-1] + 1, "both": count}[direction]
+        if start is not None and not 0 <= start < count:
+            raise ValueError(f"propagate: start frame {start} is outside the video (0..{count - 1})")
+        first, last = annotated[0], annotated[-1]
+        if start is not None and direction == "forward":
+            first = max(first, start)
+        if start is not None and direction == "backward":
+            last = min(last, start)
+        total = {"forward": count - first, "backward": last + 1, "both": count}[direction]
+
+        def wanted(index: int) -> bool:
+            return direction == "both" or (index >= first if direction == "forward" else index <= last)
 
         def run() -> Iterator[tuple[int, np.ndarray]]:
             with self._lock:
@@ -137,7 +152,8 @@ class Propagator:
                 try:
                     for index, mask in predictor.propagate(direction):
                         self.frames_computed = predictor.frames_pushed - pushed
-                        yield index, mask
+                        if wanted(index):
+                            yield index, mask
                 finally:
                     self.frames_computed = predictor.frames_pushed - pushed
 

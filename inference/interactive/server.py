@@ -39,6 +39,7 @@ class SettingsRequest(BaseModel):
 
 class PropagateRequest(BaseModel):
     direction: str = "forward"
+    start: int | None = None  # "from this frame": only frames from here on (forward) / up to here (backward)
 
 
 class ExportRequest(BaseModel):
@@ -205,7 +206,7 @@ def create_app(workdir: Path, defaults: Settings, propagators: PropagatorFactory
         session, propagator = sessions.get(session_id)
         job = session.start_job(body.direction)
         try:
-            results, total = propagator.results(body.direction)
+            results, total = propagator.results(body.direction, body.start)
         except BaseException:
             job.state = "failed"
             raise

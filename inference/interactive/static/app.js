@@ -359,7 +359,8 @@ async function propagate(direction) {
   showError();
   state.timings = { clicked: performance.now() };
   try {
-    const job = await (await api("POST", sessionUrl("/propagate"), { direction })).json();
+    const start = $("from-here").checked ? state.frame : null;
+    const job = await (await api("POST", sessionUrl("/propagate"), { direction, start })).json();
     followJob(job.id);
   } catch (error) { showError(error); }
 }
