@@ -29,8 +29,9 @@ from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, seg
 from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
 from util.errors import run_cli  # noqa: E402
+from util.pictures import overlay  # noqa: E402
 from util.progress import progress  # noqa: E402
-from util.video_io import OverlayWriter, overlay  # noqa: E402
+from util.video_io import OverlayWriter  # noqa: E402
 from util.writer import AtomicFolder, MaskWriter, write_stamp  # noqa: E402
 
 

@@ -36,7 +36,8 @@ import numpy as np
 from dataset.benchmarks import MaskReader
 from inference.interactive.frames import FrameCache
 from util.palette import davis_palette, read_index_png, write_index_png
-from util.video_io import OVERLAY_ALPHA, OverlayWriter, overlay
+from util.pictures import OVERLAY_ALPHA, overlay
+from util.video_io import OverlayWriter
 
 MAX_OBJECT = 254  # 255 is void in the PNG convention
 DIRECTIONS = ("forward", "backward", "both")
