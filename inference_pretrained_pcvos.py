@@ -172,7 +172,7 @@ def sweep_chart(rows: list[dict], title: str = "") -> Chart:
                              [f"L={r['L']}" for r in mine]))
         return chart
     chart = Chart(title=title or "speed per L (no benchmark with ground truth: no J&F)", x_label="L (frames per clip)",
-                  y_label="frames per second (engine)")
+                  y_label="frames per second (engine)", x_step=1)
     for name in names:
         mine = sorted((r for r in rows if r["benchmark"] == name), key=lambda r: r["L"])
         chart.add(Series(name, [r["L"] for r in mine], [r["fps_engine"] for r in mine],

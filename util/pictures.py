@@ -168,13 +168,13 @@ def label_grid(rows: Sequence[Sequence[np.ndarray]], column_labels: Sequence[str
 # --------------------------------------------------------------------------- charts
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """About ``count`` round tick values (steps of 1, 2 or 5 x 10^k) covering [low, high]."""
+def nice_ticks(low: float, high: float, count: int = 5, min_step: float = 0.0) -> list[float]:
+    """About ``count`` round tick values (steps of 1, 2 or 5 x 10^k, at least ``min_step``) covering [low, high]."""
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"nice_ticks: range {low}..{high} is not finite")
     if high <= low:
         high = low + (abs(low) or 1.0)
-    raw = (high - low) / max(1, count)
+    raw = max((high - low) / max(1, count), min_step)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     start, end = math.floor(low / step), math.ceil(high / step)
@@ -216,6 +216,7 @@ class Chart:
     series: list[Series] = field(default_factory=list)
     x_range: tuple[float, float] | None = None
     y_range: tuple[float, float] | None = None
+    x_step: float = 0.0  # smallest x tick step (1 for iterations or L: no fractional ticks)
     text_size: int = 17
     _box: tuple[int, int, int, int] | None = field(default=None, init=False, repr=False)
     _limits: tuple[float, float, float, float] | None = field(default=None, init=False, repr=False)
@@ -226,15 +227,21 @@ class Chart:
         self.series.append(series)
         return self
 
-    def _axis(self, values: list[float], fixed: tuple[float, float] | None) -> list[float]:
+    @staticmethod
+    def _axis(values: list[float], fixed: tuple[float, float] | None,
+              min_step: float = 0.0) -> tuple[float, float, list[float]]:
+        """(low, high, ticks inside them): ``fixed``, or the data's range with a 6 % margin."""
         if fixed is not None:
-            return nice_ticks(*fixed) if fixed[1] > fixed[0] else [fixed[0], fixed[0] + 1]
-        finite = [v for v in values if math.isfinite(v)]
-        if not finite:
-            return [0.0, 1.0]
-        low, high = min(finite), max(finite)
-        pad = (high - low) * 0.06 or max(abs(low) * 0.06, 0.5)
-        return nice_ticks(low - pad, high + pad)
+            low, high = fixed
+        else:
+            finite = [v for v in values if math.isfinite(v)]
+            low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
+            pad = (high - low) * 0.06 or max(abs(low) * 0.06, 0.5)
+            low, high = low - pad, high + pad
+        if high <= low:
+            high = low + 1.0
+        ticks = [t for t in nice_ticks(low, high, min_step=min_step) if low - 1e-9 <= t <= high + 1e-9]
+        return low, high, ticks or [low, high]
 
     def pixel(self, x: float, y: float) -> tuple[int, int]:
         """Image (column, row) of the data point (x, y) in the last rendered image."""
@@ -253,14 +260,8 @@ class Chart:
         draw = ImageDraw.Draw(image)
         xs = [float(v) for s in self.series for v in s.x]
         ys = [float(v) for s in self.series for v in s.y]
-        x_ticks, y_ticks = self._axis(xs, self.x_range), self._axis(ys, self.y_range)
-        if self.x_range is not None:
-            x_ticks = [t for t in x_ticks if self.x_range[0] <= t <= self.x_range[1]] or list(self.x_range)
-        if self.y_range is not None:
-            y_ticks = [t for t in y_ticks if self.y_range[0] <= t <= self.y_range[1]] or list(self.y_range)
-        x_lo, x_hi = self.x_range or (x_ticks[0], x_ticks[-1])
-        y_lo, y_hi = self.y_range or (y_ticks[0], y_ticks[-1])
-        x_hi, y_hi = max(x_hi, x_lo + 1e-9), max(y_hi, y_lo + 1e-9)
+        x_lo, x_hi, x_ticks = self._axis(xs, self.x_range, self.x_step)
+        y_lo, y_hi, y_ticks = self._axis(ys, self.y_range)
         y_step = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 1.0
         x_step = x_ticks[1] - x_ticks[0] if len(x_ticks) > 1 else 1.0
         y_texts = [_tick_text(t, y_step) for t in y_ticks]

@@ -408,7 +408,8 @@ class Session:
 
     def export(self, alpha: float = OVERLAY_ALPHA, overlay_video: bool = True) -> dict[str, Path]:
         """Write ``exports/``: masks/ (palette PNGs named as ``segment.py`` names them), overlay.mp4 (every
-        frame, objects blended in with weight ``alpha``) and <video>.zip of both; replaced as a whole."""
+        frame, objects filled with weight ``alpha`` and outlined: ``util.pictures.overlay``) and <video>.zip of
+        both; replaced as a whole."""
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"export: opacity {alpha} is outside 0..1")
         with self.lock:
