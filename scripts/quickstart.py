@@ -54,9 +54,9 @@ TIMING_WARMUP = 10
 EVAL_SECONDS, EVAL_SPEED, EVAL_WORKLOAD = 60.0, 0.52, 6 * 40 * 128 * 224 * 3
 BUDGET_MARGIN_S = 30.0
 # The clip length the checkpoint records for other videos. L = 1 beat L = 5 on 30 held-out videos for every
-# quickstart checkpoint measured (sessions 5-9), and on the gen20 / cli20 sets; 6 validation videos are too few to
-# choose it (session 9: 0.824 at L = 5 against 0.781 at L = 1 on them, 0.781 against 0.793 on the 30, 0.675 against
-# 0.760 on gen20; docs/quickstart.md).
+# quickstart checkpoint measured (2026-11-22), and on the gen20 / cli20 sets; 6 validation videos are too few to
+# choose it (one checkpoint: 0.824 at L = 5 against 0.781 at L = 1 on them, 0.781 against 0.793 on the 30, 0.675
+# against 0.760 on gen20; docs/quickstart.md, "How the defaults were chosen").
 RECOMMENDED_CLIP_LENGTH = 1
 
 
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "did worse, docs/quickstart.md)")
     p.add_argument("--lr-schedule", choices=("step", "cosine"), default="cosine",
                    help="cosine: half a cosine from --lr to 0 over the run; step: x0.1 at 60 %% and 90 %% of the "
-                   "iterations (the schedule of sessions 3-5)")
+                   "iterations (the schedule before 2026-11-22)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training precision; auto: bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16 / AMX, "
                    "1.6x faster per iteration there), else fp32. Evaluation always runs in fp32")

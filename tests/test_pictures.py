@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from dataset import synthetic as syn
-from inference.overlays import overlay_root, read_result_mask, write_overlays
+from inference.overlays import check_overlay_names, overlay_root, read_result_mask, write_overlays
 from model.curves import TrainingCurves, frame_tiles, object_ids
 from util.palette import davis_palette
 from util.pictures import BACKGROUND, GRID, Chart, Series, halo_colour, label_grid, nice_ticks, overlay
@@ -143,3 +143,12 @@ def test_benchmark_overlays_one_mp4_per_video_from_the_masks(tmp_path):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.array([[0, 255]], np.uint8)).save(grey)
     np.testing.assert_array_equal(read_result_mask(grey), [[0, 1]])
+
+
+def test_a_video_named_like_the_overlay_folder_is_refused(tmp_path):
+    from dataset.frames import VideoSource
+
+    clash = VideoSource("overlays", [tmp_path / "00000.jpg"], {})
+    with pytest.raises(ValueError, match="--overlay: video 'overlays' would share its folder"):
+        check_overlay_names(tmp_path, [clash])
+    check_overlay_names(tmp_path / "Annotations", [clash])  # YouTube-VOS: the overlays live beside Annotations/
