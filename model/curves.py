@@ -53,16 +53,18 @@ class TrainingCurves:
         """(losses, IoU) charts of the points so far."""
         steps = [p["iteration"] for p in self.points]
         markers = len(self.points) <= MARKER_LIMIT
+        width = 3 if markers else 2
         losses = Chart(title="training losses (logged means)", x_label="iteration", y_label="loss",
                        width=760, height=480, x_step=1)
         keys = sorted({k for p in self.points for k in p if k.startswith("loss/")},
                       key=lambda k: (k != "loss/total", k))
         for key in keys:
             mine = [(p["iteration"], p[key]) for p in self.points if key in p]
-            losses.add(Series(key.split("/", 1)[1], [s for s, _ in mine], [v for _, v in mine], markers=markers))
+            losses.add(Series(key.split("/", 1)[1], [s for s, _ in mine], [v for _, v in mine], markers=markers,
+                              width=width))
         iou = Chart(title="IoU of the predicted masks (logged means)", x_label="iteration", y_label="IoU",
                     width=760, height=480, y_range=(0.0, 1.0), x_step=1)
-        iou.add(Series("iou", steps, [p.get("iou", float("nan")) for p in self.points], markers=markers))
+        iou.add(Series("iou", steps, [p.get("iou", float("nan")) for p in self.points], markers=markers, width=width))
         return losses, iou
 
     def write(self) -> Path:

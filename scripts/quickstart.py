@@ -304,9 +304,13 @@ def loss_plot(losses: list[float], path: Path) -> None:
         window = min(25, len(values))
         smooth = np.convolve(values, np.ones(window) / window, mode="valid")
         steps = np.arange(1, len(values) + 1)
-        chart.y_range = (float(values.min()), float(np.percentile(values, 99)))
-        chart.add(Series("loss", steps, values, markers=False))
-        chart.add(Series(f"moving average of {window}", steps[window - 1:], smooth, markers=False))
+        top = float(np.percentile(values, 99)) if len(values) >= 100 else float(values.max())  # a spike is cut
+        low = float(values.min())
+        margin = 0.06 * (top - low) or 0.5
+        chart.y_range = (low - margin, top + margin)
+        chart.add(Series("loss", steps, values, markers=len(values) < 30, width=1 if len(values) > 200 else 2))
+        if len(smooth) > 1:
+            chart.add(Series(f"moving average of {window}", steps[window - 1:], smooth, markers=False))
     save_png(chart.render(), path)
 
 

@@ -152,3 +152,19 @@ def test_a_video_named_like_the_overlay_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--overlay: video 'overlays' would share its folder"):
         check_overlay_names(tmp_path, [clash])
     check_overlay_names(tmp_path / "Annotations", [clash])  # YouTube-VOS: the overlays live beside Annotations/
+
+
+def test_every_driver_takes_overlay():
+    import eval_davis
+    import eval_generic
+    import eval_youtube
+    import inference_pretrained_pcvos
+    import segment
+
+    assert segment.parse_args(["--video", "v.mp4", "--mask", "m.png", "--overlay", "o.mp4"]).overlay == Path("o.mp4")
+    for driver, argv in ((eval_davis, ["--davis-path", "d", "--output", "o"]),
+                         (eval_generic, ["--data", "d", "--output", "o"]),
+                         (eval_youtube, ["--yv-path", "y", "--output", "o"]),
+                         (inference_pretrained_pcvos, ["--yv-path", "y", "--yv2018-path", "y", "--output", "o"])):
+        assert driver.parse_args(argv).overlay is False, driver.__name__
+        assert driver.parse_args([*argv, "--overlay"]).overlay is True, driver.__name__

@@ -199,6 +199,7 @@ class Series:
     y: Sequence[float]
     point_labels: Sequence[str] | None = None
     markers: bool = True
+    width: int = 3  # line width in pixels
 
 
 @dataclass
@@ -308,7 +309,7 @@ class Chart:
             points = [self.pixel(float(x), float(y)) for x, y in zip(s.x, s.y)
                       if math.isfinite(float(x)) and math.isfinite(float(y))]
             if len(points) > 1:
-                pen.line(points, fill=colour, width=3, joint="curve")
+                pen.line(points, fill=colour, width=s.width, joint="curve")
             if s.markers:
                 for col, row in points:
                     pen.ellipse([col - 5, row - 5, col + 5, row + 5], fill=colour, outline=INK)
