@@ -9,7 +9,10 @@ benchmark is written to <output>/L<L>/<benchmark>/ in its own format (see eval_d
 eval_youtube.py). A table of J&F (where ground truth exists: DAVIS val), FPS (engine and end
 to end) and peak memory (peak RSS of this process, and peak CUDA memory on a GPU, both reset
 before each run) per L and benchmark is printed and written to <output>/sweep.md and
-<output>/sweep.json.
+<output>/sweep.json, and the speed-accuracy curve (J&F against engine FPS, one labelled point
+per L and one line per scored benchmark; engine FPS against L when no benchmark has ground
+truth) is drawn to <output>/sweep.png. --overlay also draws overlay videos of every run
+(<output>/L<L>/<benchmark>/overlays/).
 """
 
 from __future__ import annotations
@@ -36,14 +39,17 @@ from dataset.benchmarks import (  # noqa: E402
 from inference.cli import (  # noqa: E402
     add_engine_args,
     add_mask_args,
+    add_overlay_arg,
     engine_config,
     load_network_and_settings,
     memory_options,
     resolve_flip,
 )
 from inference.engine import PCVOSEngine, prepare_network  # noqa: E402
+from inference.overlays import check_overlay_names  # noqa: E402
 from inference.preflight import check_annotations, check_output_file, check_output_folder  # noqa: E402
 from util.errors import run_cli  # noqa: E402
+from util.pictures import Chart, Series, save_png  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
 BENCHMARKS = ("davis2017", "davis2016", "youtube2019", "youtube2018", "generic")
@@ -68,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     roots.add_argument("--generic-path", type=Path, help="generic root with JPEGImages/ and Annotations/")
     roots.add_argument("--required-only", action="store_true", help="YouTube-VOS: segment only meta.json frames")
     roots.add_argument("--no-zip", action="store_true", help="YouTube-VOS: skip the submission zips")
+    add_overlay_arg(parser)
     add_engine_args(parser)
     add_mask_args(parser)
     args = parser.parse_args(argv)
@@ -151,6 +158,28 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sweep_chart(rows: list[dict], title: str = "") -> Chart:
+    """The sweep's picture, as the paper's Figure 1: J&F (%) against engine FPS, one point per L
+    (labelled), one line per benchmark with scores; engine FPS against L when no row has a J&F."""
+    scored = [r for r in rows if r["J&F"] is not None]
+    names = list(dict.fromkeys(r["benchmark"] for r in (scored or rows)))
+    if scored:
+        chart = Chart(title=title or "J&F against speed, one point per L", x_label="frames per second (engine)",
+                      y_label="J&F (%)")
+        for name in names:
+            mine = sorted((r for r in scored if r["benchmark"] == name), key=lambda r: r["L"])
+            chart.add(Series(name, [r["fps_engine"] for r in mine], [100 * r["J&F"] for r in mine],
+                             [f"L={r['L']}" for r in mine]))
+        return chart
+    chart = Chart(title=title or "speed per L (no benchmark with ground truth: no J&F)", x_label="L (frames per clip)",
+                  y_label="frames per second (engine)", x_step=1)
+    for name in names:
+        mine = sorted((r for r in rows if r["benchmark"] == name), key=lambda r: r["L"])
+        chart.add(Series(name, [r["L"] for r in mine], [r["fps_engine"] for r in mine],
+                         [f"L={r['L']}" for r in mine]))
+    return chart
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -176,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 except ValueError as error:
                     raise ValueError(f"{name}: {error}") from error
                 check_output_folder(bench.mask_root)
+                if args.overlay:
+                    check_overlay_names(bench.mask_root, bench.sources)
                 if bench.zip_path is not None:
                     check_output_file(bench.zip_path, "--output (submission zip)")
                 runs[length, name] = bench, size
@@ -194,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = args.output / f"L{length}" / name
                 bench, size = runs[length, name]
                 memory.reset()
-                result = run_benchmark(engine, bench, size, args.workers)
+                result = run_benchmark(engine, bench, size, args.workers, overlays=args.overlay)
                 print(f"L={length} {summary_line(result)}")
                 scores = result.scores or {}
                 rows.append({
@@ -210,11 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     report = {"model": args.model, "device": str(device), "precision": args.precision, "memory": args.memory,
               "rows": rows}
     write_atomic(args.output / "sweep.json", json.dumps(report, indent=1) + "\n")
+    if rows:
+        title = f"{Path(args.model).name}, {device}, {args.precision}: " + (
+            "J&F against speed, one point per L" if any(r["J&F"] is not None for r in rows) else "speed per L")
+        save_png(sweep_chart(rows, title).render(), args.output / "sweep.png")
     total = sum(r["frames"] for r in rows)
     seconds = sum(r["seconds"] for r in rows)
     engine_seconds = sum(r["engine_seconds"] for r in rows)
     print(f"sweep: {len(rows)} runs, {total} frames in {seconds:.1f} s; {total / max(seconds, 1e-9):.2f} FPS end "
-          f"to end, {total / max(engine_seconds, 1e-9):.2f} FPS engine; table in {args.output / 'sweep.md'}")
+          f"to end, {total / max(engine_seconds, 1e-9):.2f} FPS engine; table in {args.output / 'sweep.md'}, "
+          f"curve in {args.output / 'sweep.png'}")
     return 0
 
 

@@ -9,7 +9,7 @@ object) or other greyscale values (ids), or RGB(A) PNGs (each colour is an objec
 order of first appearance); masks that look anti-aliased are refused (see --mask-values).
 Writes <output>/<frame>.png palette masks from the first masked frame on (frame names: the
 frame files' stems, or 00000, 00001, ... for a video file) and, with --overlay, an mp4 of the
-frames with the objects blended in. Containers are decoded frame by frame; no whole video is
+frames with the objects filled and outlined (util/pictures.py). Containers are decoded frame by frame; no whole video is
 ever held in memory. Both outputs are written under hidden temporary names
 (.OUTPUT.partial/, .NAME.partial.mp4) and appear only when complete; an interrupted run
 leaves no half-written result, and the next run removes its temporaries.
@@ -29,8 +29,9 @@ from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, seg
 from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
 from util.errors import run_cli  # noqa: E402
+from util.pictures import overlay  # noqa: E402
 from util.progress import progress  # noqa: E402
-from util.video_io import OverlayWriter, overlay  # noqa: E402
+from util.video_io import OverlayWriter  # noqa: E402
 from util.writer import AtomicFolder, MaskWriter, write_stamp  # noqa: E402
 
 

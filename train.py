@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "--iterations)")
     parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default=d.progress,
                         help="auto: a bar with ETA on a terminal, plain log lines otherwise")
-    parser.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard log")
+    parser.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard log (nor curves.png)")
     return parser
 
 

@@ -36,6 +36,7 @@ from PIL import Image
 from dataset.frames import VideoSource, list_frames, prepare_image, prepare_label, read_rgb, video_from_folders
 from dataset.masks import MaskReader
 from inference.engine import FrameInput, PCVOSEngine
+from inference.overlays import check_overlay_names, write_overlays
 from inference.runner import VideoStats, probabilities_to_mask, segment_source
 from util import davis_metrics as dm
 from util.palette import write_index_png
@@ -576,6 +577,7 @@ def run_benchmark(
     log: Callable[[str], None] = print,
     settings: dict | None = None,
     overwrite: bool = False,
+    overlays: bool = False,
 ) -> BenchmarkResult:
     """Segment this shard's videos, then (``finalize``) score or zip if the benchmark is complete.
 
@@ -585,6 +587,9 @@ def run_benchmark(
     same settings (``result.skipped``); a folder made with other settings is refused
     (ValueError) unless ``overwrite``, which recomputes every video of the shard.
     Without ``settings`` every video is computed and nothing is recorded.
+
+    ``overlays``: also draw ``overlays/<video>.mp4`` for this shard's videos (``inference.overlays``),
+    after the timed segmentation, from the committed masks.
     """
     shard = shard or Shard()
     result = BenchmarkResult(bench.name, shard)
@@ -601,6 +606,8 @@ def run_benchmark(
             log(f"{bench.name}: {result.skipped} of {len(sources)} videos already complete in {bench.mask_root} "
                 "with the same settings, skipped (--overwrite recomputes them)")
     check_replaceable(bench, todo)
+    if overlays:
+        check_overlay_names(bench.mask_root, bench.sources)
     bench.mask_root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with MaskWriter(binary=bench.binary) as writer:
@@ -612,6 +619,8 @@ def run_benchmark(
             result.frames += stats.frames
             result.engine_seconds += stats.engine_seconds
     result.seconds = time.perf_counter() - start
+    if overlays:
+        write_overlays(bench.mask_root, sources, {s.name for s in todo}, log)
     result.complete = benchmark_complete(bench, stamps)
     if finalize and result.complete:
         finalize_benchmark(bench, result, log)

@@ -221,8 +221,18 @@ def build_engine(args: argparse.Namespace) -> PCVOSEngine:
 # --------------------------------------------------------------------------- reruns of the benchmark drivers
 
 
+def add_overlay_arg(parser: argparse.ArgumentParser) -> None:
+    """``--overlay``: a benchmark driver also draws overlay videos of its results (inference/overlays.py)."""
+    parser.add_argument(
+        "--overlay", action="store_true",
+        help="also write an overlay video per video (objects filled and outlined on the frames) to "
+             "<output>/overlays/<video>.mp4 (YouTube-VOS: beside Annotations/); default: masks only",
+    )
+
+
 def add_output_args(parser: argparse.ArgumentParser) -> None:
-    """``--overwrite``: flags about an output folder that already holds results (every benchmark driver)."""
+    """``--overwrite`` and ``--overlay``: flags about a benchmark driver's outputs."""
+    add_overlay_arg(parser)
     parser.add_argument(
         "--overwrite", action="store_true",
         help="recompute every video even if --output already holds its complete masks (default: skip videos "
@@ -274,5 +284,6 @@ def run_settings(args: argparse.Namespace) -> dict:
 
 
 def rerun_options(args: argparse.Namespace) -> dict:
-    """``run_benchmark`` keywords for a driver: ``settings`` recorded with the masks, and ``overwrite``."""
-    return {"settings": run_settings(args), "overwrite": bool(getattr(args, "overwrite", False))}
+    """``run_benchmark`` keywords for a driver: ``settings`` recorded with the masks, ``overwrite`` and ``overlays``."""
+    return {"settings": run_settings(args), "overwrite": bool(getattr(args, "overwrite", False)),
+            "overlays": bool(getattr(args, "overlay", False))}

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dataset.sampling import CURRICULA, GapCurriculum, global_sample_indices
 from model.checkpoint import QUALITY_PREFIX, atomic_save, load_file, load_weights
+from model.curves import CURVES_JSON, CURVES_PNG, TrainingCurves, frame_tiles
 from model.encoders import load_imagenet_weights
 from model.losses import BootstrapSchedule
 from model.network import PCVOS, PCVOSConfig
@@ -155,6 +156,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
 #: The files a run writes into its folder (``{run}`` is the run name); a folder holding any of them (or
 #: any other .pth) belongs to an earlier run.
 RUN_FILES = ("{run}_checkpoint.pth", "{run}_final.pth", "{run}_nonfinite.pth", "{run}_quality_head.pth")
+#: the pictures of a run beside its TensorBoard log (model/curves.py); replaced with the run by --overwrite
+LOG_FILES = (CURVES_PNG, CURVES_JSON)
 
 
 def check_run_dir(config: TrainConfig) -> None:
@@ -507,7 +510,8 @@ class Trainer:
         log), so that nothing of it is mistaken for this run's (e.g. its *_final.pth after a stopped run)."""
         if not self.dist.main:
             return
-        removed = [p for p in (self.run_dir / f.format(run=self.config.run_name) for f in RUN_FILES) if p.is_file()]
+        names = [f.format(run=self.config.run_name) for f in RUN_FILES] + list(LOG_FILES)
+        removed = [p for p in (self.run_dir / name for name in names) if p.is_file()]
         for path in removed:
             path.unlink()
         if (self.run_dir / "tb").is_dir():
@@ -526,6 +530,7 @@ class Trainer:
         if cfg.overwrite and not cfg.resume:
             self._remove_earlier_run()  # only now: a run that fails to start keeps the earlier one
         writer = self._writer()
+        curves = TrainingCurves(self.run_dir, self.start_iteration) if writer is not None else None
         progress = _Progress(cfg.progress if self.dist.main else "none", self.start_iteration, cfg.iterations)
         if cfg.batchnorm == "frozen":
             freeze_batchnorm(self.unroll)
@@ -546,6 +551,9 @@ class Trainer:
                 mean = {k: v / count for k, v in sums.items()}
                 sums, count = Counter(), 0
                 self._log_scalars(writer, done, mean)
+                if curves is not None:
+                    curves.add(done, mean)
+                    curves.write()
                 progress.message(done, mean)
             if writer is not None and cfg.image_every and done % cfg.image_every == 0:
                 self._log_images(writer, done)
@@ -638,15 +646,10 @@ class Trainer:
             writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
 
     def _log_images(self, writer, step: int) -> None:
-        """Row per frame: image | GT of object 1 | prediction of object 1 (first sample of the micro-batch)."""
+        """A labelled grid, a row per predicted frame: image | ground truth | prediction, every object drawn
+        with the overlay renderer (first sample of the micro-batch; model/curves.py)."""
         rgb, masks, prob = self._last  # [T,3,H,W], [T,K,H,W], [K,T-1,H,W]
-        mean = torch.tensor((0.485, 0.456, 0.406), device=rgb.device).view(1, 3, 1, 1)
-        std = torch.tensor((0.229, 0.224, 0.225), device=rgb.device).view(1, 3, 1, 1)
-        image = (rgb[1:] * std + mean).clamp(0, 1)
-        gt = masks[1:, :1].expand(-1, 3, -1, -1)
-        pred = prob[0].unsqueeze(1).expand(-1, 3, -1, -1)
-        grid = torch.cat([image, gt, pred], dim=3).float().cpu()
-        writer.add_images("train/frames_gt_pred", grid, step)
+        writer.add_image("train/frames_gt_pred", frame_tiles(rgb, masks, prob), step, dataformats="HWC")
 
 
 class _Progress:

@@ -41,8 +41,8 @@ from model.checkpoint import build_model, recommend_settings  # noqa: E402
 from model.trainer import TrainConfig, export_final  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
+from util.pictures import Chart, Series, label_grid, overlay, save_png  # noqa: E402
 from util.runtime import cpu_has_fast_bf16, resolve_device  # noqa: E402
-from util.video_io import overlay  # noqa: E402
 
 # --time-budget: the run re-plans its iterations from its own measured speed after REPLAN_FIRST iterations and
 # again halfway through the plan (the first TIMING_WARMUP iterations after each start are not timed).
@@ -54,9 +54,9 @@ TIMING_WARMUP = 10
 EVAL_SECONDS, EVAL_SPEED, EVAL_WORKLOAD = 60.0, 0.52, 6 * 40 * 128 * 224 * 3
 BUDGET_MARGIN_S = 30.0
 # The clip length the checkpoint records for other videos. L = 1 beat L = 5 on 30 held-out videos for every
-# quickstart checkpoint measured (sessions 5-9), and on the gen20 / cli20 sets; 6 validation videos are too few to
-# choose it (session 9: 0.824 at L = 5 against 0.781 at L = 1 on them, 0.781 against 0.793 on the 30, 0.675 against
-# 0.760 on gen20; docs/quickstart.md).
+# quickstart checkpoint measured (2026-11-22), and on the gen20 / cli20 sets; 6 validation videos are too few to
+# choose it (one checkpoint: 0.824 at L = 5 against 0.781 at L = 1 on them, 0.781 against 0.793 on the 30, 0.675
+# against 0.760 on gen20; docs/quickstart.md, "How the defaults were chosen").
 RECOMMENDED_CLIP_LENGTH = 1
 
 
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "did worse, docs/quickstart.md)")
     p.add_argument("--lr-schedule", choices=("step", "cosine"), default="cosine",
                    help="cosine: half a cosine from --lr to 0 over the run; step: x0.1 at 60 %% and 90 %% of the "
-                   "iterations (the schedule of sessions 3-5)")
+                   "iterations (the schedule before 2026-11-22)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training precision; auto: bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16 / AMX, "
                    "1.6x faster per iteration there), else fp32. Evaluation always runs in fp32")
@@ -296,31 +296,22 @@ def validation_motion(val_root: Path) -> list[float]:
     return out
 
 
-def loss_plot(losses: list[float], path: Path, width: int = 640, height: int = 320) -> None:
-    """A plain line plot with OpenCV (no plotting dependency): raw loss and a moving average."""
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    if len(losses) >= 2:
+def loss_plot(losses: list[float], path: Path) -> None:
+    """The training loss per iteration and its moving average (util.pictures: no plotting dependency)."""
+    chart = Chart(title="training loss", x_label="iteration", y_label="loss", width=800, height=420)
+    if losses:
         values = np.asarray(losses, dtype=np.float64)
-        smooth = np.convolve(values, np.ones(min(25, len(values))) / min(25, len(values)), mode="valid")
-        top, bottom = float(np.percentile(values, 99)), float(values.min())
-        for series, colour in ((values, (200, 200, 200)), (smooth, (40, 40, 200))):
-            xs = np.linspace(40, width - 10, len(series))
-            ys = height - 30 - (series - bottom) / max(top - bottom, 1e-9) * (height - 60)
-            pts = np.stack([xs, np.clip(ys, 10, height - 30)], 1).astype(np.int32)
-            cv2.polylines(canvas, [pts], False, colour, 1 if colour[0] == 200 else 2, cv2.LINE_AA)
-        cv2.putText(canvas, f"loss {values[0]:.3f} -> {smooth[-1]:.3f}", (45, 22), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(canvas, "iteration", (width // 2 - 30, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    cv2.imwrite(str(path), canvas)
-
-
-def outlined(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Object colours blended in, and each object outlined in white so that it reads on any background."""
-    out = overlay(rgb, mask)
-    for label in np.unique(mask)[1:]:
-        contours, _ = cv2.findContours((mask == label).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
-    return out
+        window = min(25, len(values))
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        steps = np.arange(1, len(values) + 1)
+        top = float(np.percentile(values, 99)) if len(values) >= 100 else float(values.max())  # a spike is cut
+        low = float(values.min())
+        margin = 0.06 * (top - low) or 0.5
+        chart.y_range = (low - margin, top + margin)
+        chart.add(Series("loss", steps, values, markers=len(values) < 30, width=1 if len(values) > 200 else 2))
+        if len(smooth) > 1:
+            chart.add(Series(f"moving average of {window}", steps[window - 1:], smooth, markers=False))
+    save_png(chart.render(), path)
 
 
 def overlay_strip(args, val_root: Path, length: int, path: Path) -> None:
@@ -333,10 +324,10 @@ def overlay_strip(args, val_root: Path, length: int, path: Path) -> None:
         rgb = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
         truth = read_index_png(val_root / "Annotations" / "480p" / video.name / f"{frame.stem}.png")
         mask = read_index_png(args.out / "eval" / f"L{length}" / video.name / f"{frame.stem}.png")
-        rows[0].append(outlined(rgb, truth))
-        rows[1].append(outlined(rgb, mask))
-    strip = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
-    cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+        rows[0].append(overlay(rgb, truth))
+        rows[1].append(overlay(rgb, mask))
+    grid = label_grid(rows, [f"frame {p.stem}" for p in picks], ["ground truth", f"L = {length}"], min_tile=0)
+    save_png(grid, path)
 
 
 def write_report(args, report: dict) -> None:

@@ -29,7 +29,9 @@ from inference.engine import EngineConfig, PCVOSEngine, prepare_network
 from model.network import PCVOS, PCVOSConfig
 from util import davis_metrics as dm
 from util.errors import run_cli
+from util.pictures import BACKGROUND, GRID, overlay
 from util.sharding import Shard, env_shard, parse_shard, resolve_shard, shard_device
+from util.video_io import VideoReader
 
 H, W = 64, 112
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +114,21 @@ def test_eval_davis_2017_val_writes_every_frame_and_the_scores(model, davis, tmp
     text = capsys.readouterr().out
     assert f"J&F-Mean {row['J&F-Mean']:.3f}" in text
     assert "2 videos, 12 frames in" in text.splitlines()[-1] and "FPS engine" in text.splitlines()[-1]
+
+
+def test_eval_davis_overlay_draws_one_video_per_sequence_beside_the_masks(model, davis, tmp_path, capsys):
+    out = tmp_path / "d17"
+    argv = ["--davis-path", str(davis), "--output", str(out), "--model", str(model), "--no-score", "--overlay", *FAST]
+    assert eval_davis.main(argv) == 0
+    masks = {f"{v}/{t:05d}.png" for v in ("dv_000", "dv_001") for t in range(6)}
+    assert _files(out) == masks | {"overlays/dv_000.mp4", "overlays/dv_001.mp4"}
+    assert not [p for p in (out / "overlays").iterdir() if p.name.startswith(".")]  # no temporaries left
+    frames = list(VideoReader(out / "overlays" / "dv_000.mp4"))
+    assert len(frames) == 6 and frames[0].shape == (H, W, 3)
+    rgb = np.array(Image.open(davis / "JPEGImages" / "480p" / "dv_000" / "00000.jpg").convert("RGB"))
+    drawn = overlay(rgb, _pixels(out / "dv_000" / "00000.png"))
+    assert np.abs(frames[0].astype(int) - drawn).mean() < 8  # the renderer's picture, through mp4 compression
+    assert f"overlays: 2 videos in {out / 'overlays'}" in capsys.readouterr().out
 
 
 def test_eval_davis_2016_writes_grey_0_255_single_object(model, tmp_path):
@@ -242,7 +259,8 @@ def test_sweep_reuses_one_network_and_writes_one_row_per_clip_length(model, davi
     out = tmp_path / "sweep"
     argv = [
         "--model", str(model), "--clip-lengths", "2", "3", "--benchmarks", "davis2017", "youtube2019",
-        "--davis-path", str(davis), "--yv-path", str(youtube), "--size", "64", "--output", str(out), *FAST,
+        "--davis-path", str(davis), "--yv-path", str(youtube), "--size", "64", "--output", str(out), "--overlay",
+        *FAST,
     ]
     assert inference_pretrained_pcvos.main(argv) == 0
     assert len(loads) == 1
@@ -262,6 +280,20 @@ def test_sweep_reuses_one_network_and_writes_one_row_per_clip_length(model, davi
     assert (out / "L3" / "youtube2019.zip").is_file()
     table = (out / "sweep.md").read_text().splitlines()
     assert len(table) == 2 + len(rows) and table[0].startswith("| L | benchmark")
+    # the speed-accuracy curve: J&F against engine FPS, a marker at every scored L
+    picture = np.array(Image.open(out / "sweep.png").convert("RGB"))
+    chart = inference_pretrained_pcvos.sweep_chart(rows)
+    chart.render()
+    assert picture.shape == (chart.height, chart.width, 3)
+    for r in davis_rows:
+        col, row = chart.pixel(r["fps_engine"], 100 * r["J&F"])
+        assert tuple(picture[row, col]) not in (BACKGROUND, GRID), r
+    assert [s.label for s in chart.series] == ["davis2017"] and chart.series[0].point_labels == ["L=2", "L=3"]
+    # --overlay: every run's videos, beside its masks (YouTube-VOS: beside Annotations/)
+    for length in (2, 3):
+        assert sorted(p.name for p in (out / f"L{length}" / "davis2017" / "overlays").iterdir()) == [
+            "dv_000.mp4", "dv_001.mp4"]
+        assert len(list((out / f"L{length}" / "youtube2019" / "overlays").glob("*.mp4"))) == 2
 
 
 # --------------------------------------------------------------------------- segment.py

@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import train
 from model.checkpoint import build_model
+from model.curves import TrainingCurves
 from model.trainer import (
     CHECKPOINT_FORMAT,
     NonFiniteLossError,
@@ -22,6 +25,7 @@ from model.trainer import (
     resolve,
 )
 from tests.test_datasets import write_static_root, write_video_roots
+from util.pictures import BACKGROUND
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +69,26 @@ def test_stage0_runs_logs_and_checkpoints(data, tmp_path):
     model, report = build_model(result.final)
     assert report.kind == "pcvos" and model.config.value_in_channels == 4
     assert not list(run_dir.glob(".*tmp*"))  # atomic saves leave no temp files
+    # curves.png beside the TensorBoard log: the logged means, a marker at each logged iteration
+    curves = TrainingCurves(run_dir, start_iteration=2)
+    assert [p["iteration"] for p in curves.points] == [1, 2]
+    assert curves.points[1]["loss/total"] == pytest.approx(result.losses[1])
+    picture = np.array(Image.open(run_dir / "curves.png").convert("RGB"))
+    losses, iou = curves.chart_panels()
+    losses.render(), iou.render()
+    assert picture.shape == (480, 1520, 3)
+    for p in curves.points:
+        col, row = losses.pixel(p["iteration"], p["loss/total"])
+        assert tuple(picture[row, col]) != BACKGROUND
+        col, row = iou.pixel(p["iteration"], p["iou"])
+        assert tuple(picture[row, losses.width + col]) != BACKGROUND
+    # TensorBoard's picture: a labelled image / ground truth / prediction grid with tiles of >= 192 pixels
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    shots = events.Images("train/frames_gt_pred")
+    assert [shot.step for shot in shots] == [1, 2] and shots[0].height >= 2 * 192 and shots[0].width >= 3 * 192
 
 
 @pytest.mark.slow

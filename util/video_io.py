@@ -1,5 +1,7 @@
 """Video containers: streaming frame reading (cv2.VideoCapture) and overlay mp4 writing.
 
+The frames an ``OverlayWriter`` encodes are drawn by ``util.pictures.overlay``.
+
 Nothing here holds more than one frame: ``VideoReader`` decodes on demand and
 ``OverlayWriter`` encodes each frame as it is given.
 """
@@ -15,10 +17,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from util.palette import davis_palette
-
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-OVERLAY_ALPHA = 0.5  # weight of the object colour where an object is; the frame keeps the rest
 
 T = TypeVar("T")
 
@@ -113,28 +112,6 @@ def prefetch(items: Iterable[T], depth: int = 8) -> Iterator[T]:
     finally:
         stop.set()
         thread.join(timeout=5)
-
-
-def overlay(rgb: np.ndarray, mask: np.ndarray, palette: np.ndarray | None = None,
-            alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Blend object colours into a frame.
-
-    Args:
-        rgb: uint8 [H, W, 3] frame.
-        mask: uint8 [H, W] object ids (0 = background, left untouched).
-        palette: [N, 3] uint8 colours indexed by id (DAVIS palette by default).
-        alpha: colour weight inside objects.
-
-    Returns:
-        uint8 [H, W, 3].
-    """
-    colours = davis_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
-    if len(colours) < 256:
-        colours = np.concatenate([colours, davis_palette()[len(colours):]])
-    out = rgb.astype(np.float32)
-    inside = mask > 0
-    out[inside] = (1 - alpha) * out[inside] + alpha * colours[mask[inside]].astype(np.float32)
-    return out.round().clip(0, 255).astype(np.uint8)
 
 
 class OverlayWriter:

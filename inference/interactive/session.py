@@ -36,7 +36,8 @@ import numpy as np
 from dataset.benchmarks import MaskReader
 from inference.interactive.frames import FrameCache
 from util.palette import davis_palette, read_index_png, write_index_png
-from util.video_io import OVERLAY_ALPHA, OverlayWriter, overlay
+from util.pictures import OVERLAY_ALPHA, overlay
+from util.video_io import OverlayWriter
 
 MAX_OBJECT = 254  # 255 is void in the PNG convention
 DIRECTIONS = ("forward", "backward", "both")
@@ -407,7 +408,8 @@ class Session:
 
     def export(self, alpha: float = OVERLAY_ALPHA, overlay_video: bool = True) -> dict[str, Path]:
         """Write ``exports/``: masks/ (palette PNGs named as ``segment.py`` names them), overlay.mp4 (every
-        frame, objects blended in with weight ``alpha``) and <video>.zip of both; replaced as a whole."""
+        frame, objects filled with weight ``alpha`` and outlined: ``util.pictures.overlay``) and <video>.zip of
+        both; replaced as a whole."""
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"export: opacity {alpha} is outside 0..1")
         with self.lock:
