@@ -44,6 +44,7 @@ from inference.cli import (  # noqa: E402
 from inference.engine import PCVOSEngine, prepare_network  # noqa: E402
 from inference.preflight import check_annotations, check_output_file, check_output_folder  # noqa: E402
 from util.errors import run_cli  # noqa: E402
+from util.progress import progress  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
 BENCHMARKS = ("davis2017", "davis2016", "youtube2019", "youtube2018", "generic")
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_network(network, engine_config(args, clip_length=args.clip_lengths[0]))  # once for every L
         memory = PeakMemory(device)
         args.output.mkdir(parents=True, exist_ok=True)
-        for length in args.clip_lengths:
+        for length in progress(args.clip_lengths, "sweep L values"):
             engine = PCVOSEngine(network, engine_config(args, clip_length=length), memory_factory=memory_factory)
             for name in args.benchmarks:
                 out = args.output / f"L{length}" / name

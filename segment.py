@@ -47,7 +47,7 @@ from inference.engine import PCVOSEngine  # noqa: E402
 from inference.predictor import DIRECTIONS  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
 from util.errors import run_cli  # noqa: E402
-from util.progress import progress  # noqa: E402
+from util.progress import Progress  # noqa: E402
 from util.video_io import OverlayWriter, overlay  # noqa: E402
 from util.writer import AtomicFolder, MaskWriter, write_stamp  # noqa: E402
 
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def sink(index: int, rgb: np.ndarray, mask: np.ndarray | None) -> None:
                 nonlocal written
+                meter.update(index + 1)
                 if mask is None and index in behind:
                     mask = np.load(behind[index])
                 elif mask is not None and folder is not None:
@@ -124,15 +125,14 @@ def main(argv: list[str] | None = None) -> int:
 
                 stats.append(segment_backward(engine, stream, masks, start, args.size, backward_sink,
                                               Path(scratch)))
-            if args.direction == "backward":
-                if video is not None:  # the overlay shows every frame, in order
-                    for index, rgb in enumerate(stream.frames()):
-                        sink(index, rgb, None)
-            else:
-                frames = stream.frames()
-                if stream.exact_count:  # a container's declared count can be off, and progress() must not list()
-                    frames = progress(frames, "frames", total=stream.count)
-                stats.append(segment_stream(engine, frames, labels, args.size, sink))
+            # frames handed on, in order (a container's declared count can be off: Progress tolerates it)
+            with Progress("overlay frames" if args.direction == "backward" else "frames", stream.count) as meter:
+                if args.direction == "backward":
+                    if video is not None:  # the overlay shows every frame, in order
+                        for index, rgb in enumerate(stream.frames()):
+                            sink(index, rgb, None)
+                else:
+                    stats.append(segment_stream(engine, stream.frames(), labels, args.size, sink))
             writer.flush()  # a failed PNG write fails the video
         # Masks and overlay appear only now, each complete: until here they lived under temporary names.
         if folder is not None:
@@ -179,9 +179,14 @@ def segment_backward(
     up to frame ``start``, into ``scratch`` and read back from there.
     """
     reversed_labels = {start - index: mask for index, mask in labels.items()}
-    frames = progress(reversed_frames(stream, start, scratch), "backward frames", total=start + 1)
-    return segment_stream(engine, frames, reversed_labels, size,
-                          lambda position, rgb, mask: sink(start - position, rgb, mask))
+    frames = reversed_frames(stream, start, scratch)
+    with Progress("backward frames", start + 1) as meter:
+
+        def reversed_sink(position: int, rgb: np.ndarray, mask: np.ndarray | None) -> None:
+            meter.update(position + 1)
+            sink(start - position, rgb, mask)
+
+        return segment_stream(engine, frames, reversed_labels, size, reversed_sink)
 
 
 def reversed_frames(stream: FrameStream, start: int, scratch: Path) -> Iterator[np.ndarray]:
