@@ -46,6 +46,7 @@ from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: 
 from inference.engine import PCVOSEngine  # noqa: E402
 from inference.predictor import DIRECTIONS  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
+from inference.report import start_run, summary_line  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.progress import Progress  # noqa: E402
 from util.video_io import OverlayWriter, overlay  # noqa: E402
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.overlay is not None:
         check_output_file(args.overlay, "--overlay")
     engine = build_engine(args)
+    monitor = start_run("segment.py", args, engine, extra=[f"direction {args.direction}"])
     inputs = (args.video, *(parse_mask_arg(text)[1] for text in args.mask))
     folder = mask_folder(args.output, inputs) if args.output is not None else None
     first, last = min(labels), max(labels)
@@ -152,14 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"overlay: {args.overlay} ({video.frames} frames)")
     if args.output is not None:
         print(f"masks: {written} PNGs in {args.output}")
-    frames_done = sum(s.frames for s in stats)
-    seconds = sum(s.seconds for s in stats)
-    engine_seconds = sum(s.engine_seconds for s in stats)
-    print(
-        f"{stream.name}: 1 video, {frames_done} frames in {seconds:.1f} s; "
-        f"{frames_done / max(seconds, 1e-9):.2f} FPS end to end, "
-        f"{frames_done / max(engine_seconds, 1e-9):.2f} FPS engine"
-    )
+    print(summary_line(stream.name, "1 video", sum(s.frames for s in stats), sum(s.seconds for s in stats),
+                       sum(s.engine_seconds for s in stats), monitor))
     return 0
 
 
