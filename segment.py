@@ -7,7 +7,7 @@
 (0-based). Masks may be palette PNGs (indices = object ids), greyscale 0/255 or 0/1 (one
 object) or other greyscale values (ids), or RGB(A) PNGs (each colour is an object, numbered in
 order of first appearance); masks that look anti-aliased are refused (see --mask-values).
-Writes <output>/<frame>.png palette masks from the first masked frame on (frame names: the
+Writes <output>/<frame>.png palette masks for the frames --direction covers (frame names: the
 frame files' stems, or 00000, 00001, ... for a video file) and, with --overlay, an mp4 of the
 frames with the objects blended in. Containers are decoded frame by frame; no whole video is
 ever held in memory. Both outputs are written under hidden temporary names
