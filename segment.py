@@ -48,7 +48,7 @@ from inference.predictor import DIRECTIONS  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
 from inference.report import start_run, summary_line  # noqa: E402
 from util.errors import run_cli  # noqa: E402
-from util.progress import Progress  # noqa: E402
+from util.progress import Progress, progress  # noqa: E402
 from util.video_io import OverlayWriter, overlay  # noqa: E402
 from util.writer import AtomicFolder, MaskWriter, write_stamp  # noqa: E402
 
@@ -191,11 +191,9 @@ def reversed_frames(stream: FrameStream, start: int, scratch: Path) -> Iterator[
         files = list_frames(stream.path)
         return (read_rgb(files[index]) for index in range(start, -1, -1))
     count = 0
-    for index, rgb in enumerate(stream.frames()):
+    for index, rgb in progress(zip(range(start + 1), stream.frames()), "decoding frames", start + 1):
         np.save(scratch / f"frame{index:06d}.npy", rgb)
         count = index + 1
-        if count > start:
-            break
     if count <= start:
         raise ValueError(
             f"mask for frame {start} is beyond the end of the video ({count} frames decoded); "
