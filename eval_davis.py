@@ -19,9 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset.benchmarks import DAVIS_SPLITS, DAVIS_YEARS, davis_benchmark, run_benchmark, summary_line  # noqa: E402
+from dataset.benchmarks import DAVIS_SPLITS, DAVIS_YEARS, davis_benchmark, run_benchmark  # noqa: E402
 from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
+from inference.report import benchmark_summary, start_run  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
@@ -51,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             bench.score = None
         preflight_benchmark(bench)
         engine = build_engine(args)
+        monitor = start_run("eval_davis.py", args, engine)
         result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
-    print(summary_line(result))
+    print(benchmark_summary(result, monitor))
     return 0
 
 

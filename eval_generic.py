@@ -15,9 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset.benchmarks import generic_benchmark, run_benchmark, summary_line  # noqa: E402
+from dataset.benchmarks import generic_benchmark, run_benchmark  # noqa: E402
 from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
+from inference.report import benchmark_summary, start_run  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = generic_benchmark(args.data, args.output, args.videos, args.mask_values)
     preflight_benchmark(bench)  # outputs and annotations: a bad input fails before any video is segmented
     engine = build_engine(args)
+    monitor = start_run("eval_generic.py", args, engine)
     result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
-    print(summary_line(result))
+    print(benchmark_summary(result, monitor))
     return 0
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset.benchmarks import YOUTUBE_SPLITS, run_benchmark, summary_line, youtube_benchmark  # noqa: E402
+from dataset.benchmarks import YOUTUBE_SPLITS, run_benchmark, youtube_benchmark  # noqa: E402
 from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
+from inference.report import benchmark_summary, start_run  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
@@ -53,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.zip_path = None
     preflight_benchmark(bench, zip_flag="--zip" if args.zip else "--zip (default <output>.zip)")
     engine = build_engine(args)
+    monitor = start_run("eval_youtube.py", args, engine)
     result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
-    print(summary_line(result))
+    print(benchmark_summary(result, monitor))
     return 0
 
 

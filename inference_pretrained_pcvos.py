@@ -7,8 +7,9 @@
 The network is loaded once; for each L an engine is built on the same network and every
 benchmark is written to <output>/L<L>/<benchmark>/ in its own format (see eval_davis.py and
 eval_youtube.py). A table of J&F (where ground truth exists: DAVIS val), FPS (engine and end
-to end) and peak memory (peak RSS of this process, and peak CUDA memory on a GPU, both reset
-before each run) per L and benchmark is printed and written to <output>/sweep.md and
+to end), peak memory (peak RSS of this process, and peak CUDA memory on a GPU, both reset
+before each run) and the memory a video keeps at its end (the largest)
+per L and benchmark is printed and written to <output>/sweep.md and
 <output>/sweep.json, and the speed-accuracy curve (J&F against engine FPS, one labelled point
 per L and one line per scored benchmark; engine FPS against L when no benchmark has ground
 truth) is drawn to <output>/sweep.png. --overlay also draws overlay videos of every run
@@ -19,21 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
 from dataset.benchmarks import (  # noqa: E402
     Benchmark,
     davis_benchmark,
     generic_benchmark,
     run_benchmark,
-    summary_line,
     youtube_benchmark,
 )
 from inference.cli import (  # noqa: E402
@@ -48,8 +45,10 @@ from inference.cli import (  # noqa: E402
 from inference.engine import PCVOSEngine, prepare_network  # noqa: E402
 from inference.overlays import check_overlay_names  # noqa: E402
 from inference.preflight import check_annotations, check_output_file, check_output_folder  # noqa: E402
+from inference.report import RunMonitor, benchmark_summary, header_line  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.pictures import Chart, Series, save_png  # noqa: E402
+from util.progress import progress  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
 BENCHMARKS = ("davis2017", "davis2016", "youtube2019", "youtube2018", "generic")
@@ -109,36 +108,6 @@ def build_benchmark(name: str, args: argparse.Namespace, output: Path, scratch: 
     return generic_benchmark(args.generic_path, output, mask_values=args.mask_values), args.size
 
 
-class PeakMemory:
-    """Peak resident memory of this process and peak CUDA memory, resettable between runs.
-
-    RSS: ``resource.getrusage`` (ru_maxrss); on Linux the high-water mark is reset by writing
-    5 to /proc/self/clear_refs. Where that is not possible the figure is the process's peak
-    so far (``rss_since_reset`` says which). Frame-decoding workers are separate processes
-    and are not included.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.rss_since_reset = False
-
-    def reset(self) -> None:
-        try:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")
-            self.rss_since_reset = True
-        except OSError:
-            self.rss_since_reset = False
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-    def read(self) -> dict[str, float | bool | None]:
-        """Peak RSS and CUDA memory in MiB since the last reset."""
-        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        cuda = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
-        return {"peak_rss_mib": rss_kib / 1024, "peak_cuda_mib": cuda, "rss_since_reset": self.rss_since_reset}
-
-
 def markdown_table(rows: list[dict]) -> str:
     """The sweep table in Markdown."""
     def num(value, digits: int = 3) -> str:
@@ -146,14 +115,14 @@ def markdown_table(rows: list[dict]) -> str:
 
     lines = [
         "| L | benchmark | videos | frames | J&F | J | F | FPS engine | FPS end to end "
-        "| peak RSS (MiB) | peak CUDA (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peak RSS (MiB) | peak CUDA (MiB) | memory kept (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['L']} | {r['benchmark']} | {r['videos']} | {r['frames']} | {num(r['J&F'])} | {num(r['J'])} | "
             f"{num(r['F'])} | {num(r['fps_engine'], 2)} | {num(r['fps_end_to_end'], 2)} | "
-            f"{num(r['peak_rss_mib'], 0)} | {num(r['peak_cuda_mib'], 0)} |"
+            f"{num(r['peak_rss_mib'], 0)} | {num(r['peak_cuda_mib'], 0)} | {num(r['kept_mib'], 1)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -215,18 +184,22 @@ def main(argv: list[str] | None = None) -> int:
         # Loaded once: every L shares these weights.
         network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
         resolve_flip(args, recommended)
-        memory_factory = memory_options(args, network).factory()
+        memory = RunMonitor(device)
+        memory_factory = memory.wrap(memory_options(args, network).factory())
         prepare_network(network, engine_config(args, clip_length=args.clip_lengths[0]))  # once for every L
-        memory = PeakMemory(device)
+        sizes = {"davis2017", "davis2016"} & set(args.benchmarks)
+        size = None if not sizes else (f"{args.size} (short side; DAVIS: "
+                                       f"{'original' if args.davis_size < 0 else args.davis_size})")
+        print(header_line("inference_pretrained_pcvos.py", args, device, args.clip_lengths, size), flush=True)
         args.output.mkdir(parents=True, exist_ok=True)
-        for length in args.clip_lengths:
+        for length in progress(args.clip_lengths, "sweep L values"):
             engine = PCVOSEngine(network, engine_config(args, clip_length=length), memory_factory=memory_factory)
             for name in args.benchmarks:
                 out = args.output / f"L{length}" / name
                 bench, size = runs[length, name]
                 memory.reset()
                 result = run_benchmark(engine, bench, size, args.workers, overlays=args.overlay)
-                print(f"L={length} {summary_line(result)}")
+                print(f"L={length} {benchmark_summary(result, memory)}")
                 scores = result.scores or {}
                 rows.append({
                     "L": length, "benchmark": name, "videos": result.videos, "frames": result.frames,
@@ -249,8 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = sum(r["seconds"] for r in rows)
     engine_seconds = sum(r["engine_seconds"] for r in rows)
     print(f"sweep: {len(rows)} runs, {total} frames in {seconds:.1f} s; {total / max(seconds, 1e-9):.2f} FPS end "
-          f"to end, {total / max(engine_seconds, 1e-9):.2f} FPS engine; table in {args.output / 'sweep.md'}, "
-          f"curve in {args.output / 'sweep.png'}")
+          f"to end, {total / max(engine_seconds, 1e-9):.2f} FPS engine; largest run: peak memory "
+          f"{max(r['peak_rss_mib'] for r in rows):.0f} MiB RSS"
+          + ("" if rows[0]["peak_cuda_mib"] is None else f", {max(r['peak_cuda_mib'] for r in rows):.0f} MiB CUDA")
+          + f", memory kept at the end of a video {max(r['kept_mib'] for r in rows):.1f} MiB; "
+          f"table in {args.output / 'sweep.md'}, curve in {args.output / 'sweep.png'}")
     return 0
 
 

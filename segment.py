@@ -7,30 +7,49 @@
 (0-based). Masks may be palette PNGs (indices = object ids), greyscale 0/255 or 0/1 (one
 object) or other greyscale values (ids), or RGB(A) PNGs (each colour is an object, numbered in
 order of first appearance); masks that look anti-aliased are refused (see --mask-values).
-Writes <output>/<frame>.png palette masks from the first masked frame on (frame names: the
+Writes <output>/<frame>.png palette masks for the frames --direction covers (frame names: the
 frame files' stems, or 00000, 00001, ... for a video file) and, with --overlay, an mp4 of the
 frames with the objects filled and outlined (util/pictures.py). Containers are decoded frame by frame; no whole video is
 ever held in memory. Both outputs are written under hidden temporary names
 (.OUTPUT.partial/, .NAME.partial.mp4) and appear only when complete; an interrupted run
 leaves no half-written result, and the next run removes its temporaries.
+
+--direction: forward segments from the first masked frame to the end; backward runs the same engine
+over the frames in reverse order, from the last masked frame down to frame 0; both (the default)
+segments forward from the first mask and backward from it over the frames before it, so a first mask
+in the middle of a video gives every frame a mask. A backward run over a video file keeps the frames
+it needs decoded in a temporary folder (raw RGB, in the system's temporary directory).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, segment_stream  # noqa: E402
+from dataset.benchmarks import (  # noqa: E402
+    FrameStream,
+    StreamStats,
+    open_frames,
+    parse_mask_arg,
+    read_user_masks,
+    segment_stream,
+)
+from dataset.frames import list_frames, read_rgb  # noqa: E402
 from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
+from inference.engine import PCVOSEngine  # noqa: E402
+from inference.predictor import DIRECTIONS  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
+from inference.report import start_run, summary_line  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.pictures import overlay  # noqa: E402
-from util.progress import progress  # noqa: E402
+from util.progress import Progress, progress  # noqa: E402
 from util.video_io import OverlayWriter  # noqa: E402
 from util.writer import AtomicFolder, MaskWriter, write_stamp  # noqa: E402
 
@@ -44,6 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overlay", type=Path, help="write an overlay video (mp4) here")
     parser.add_argument("--fps", type=float, default=None,
                         help="overlay frame rate (default: the video's, or 25 for a frame folder)")
+    parser.add_argument("--direction", choices=DIRECTIONS, default="both",
+                        help="forward: from the first mask to the end; backward: from the last mask down to frame 0 "
+                             "(the frames in reverse order); both: forward, plus backward from the first mask over "
+                             "the frames before it (default both)")
     add_engine_args(parser)
     add_mask_args(parser)
     args = parser.parse_args(argv)
@@ -61,30 +84,62 @@ def main(argv: list[str] | None = None) -> int:
     if args.overlay is not None:
         check_output_file(args.overlay, "--overlay")
     engine = build_engine(args)
+    monitor = start_run("segment.py", args, engine, extra=[f"direction {args.direction}"])
     inputs = (args.video, *(parse_mask_arg(text)[1] for text in args.mask))
     folder = mask_folder(args.output, inputs) if args.output is not None else None
+    first, last = min(labels), max(labels)
+    # backward: frames last..0 with every mask; both: frames first..0 with the first mask (objects of later
+    # masks first appear there, so they are absent before the first mask), written for the frames before it.
+    backward = {"forward": None, "both": (first, {first: labels[first]}) if first > 0 else None,
+                "backward": (last, labels)}[args.direction]
     video = None
     written = 0
+    stats: list[StreamStats] = []
     try:
         video = OverlayWriter(args.overlay, args.fps or stream.fps, stream.size) if args.overlay else None
-        with MaskWriter() as writer:
+        with MaskWriter() as writer, tempfile.TemporaryDirectory(prefix="pcvos-segment.") as scratch:
+            behind: dict[int, Path] = {}  # frame -> its backward mask (.npy), kept for the overlay
 
             def sink(index: int, rgb: np.ndarray, mask: np.ndarray | None) -> None:
                 nonlocal written
-                if mask is not None and folder is not None:
+                meter.update(index + 1)
+                if mask is None and index in behind:
+                    mask = np.load(behind[index])
+                elif mask is not None and folder is not None:
                     writer.submit(folder.tmp / f"{stream.names(index)}.png", mask, palette)
                     written += 1
                 if video is not None:
                     video.write(rgb if mask is None else overlay(rgb, mask, palette))
 
-            frames = stream.frames()
-            if stream.exact_count:  # a container's declared count can be off, and progress() must not list()
-                frames = progress(frames, "frames", total=stream.count)
-            stats = segment_stream(engine, frames, labels, args.size, sink)
+            if backward is not None:
+                start, masks = backward
+                keep = start if args.direction == "both" else start + 1  # frames the backward run writes
+
+                def backward_sink(index: int, rgb: np.ndarray, mask: np.ndarray | None) -> None:
+                    nonlocal written
+                    if index >= keep or mask is None:
+                        return
+                    if folder is not None:
+                        writer.submit(folder.tmp / f"{stream.names(index)}.png", mask, palette)
+                        written += 1
+                    if video is not None:
+                        behind[index] = Path(scratch) / f"mask{index:06d}.npy"
+                        np.save(behind[index], mask)
+
+                stats.append(segment_backward(engine, stream, masks, start, args.size, backward_sink,
+                                              Path(scratch)))
+            # frames handed on, in order (a container's declared count can be off: Progress tolerates it)
+            with Progress("overlay frames" if args.direction == "backward" else "frames", stream.count) as meter:
+                if args.direction == "backward":
+                    if video is not None:  # the overlay shows every frame, in order
+                        for index, rgb in enumerate(stream.frames()):
+                            sink(index, rgb, None)
+                else:
+                    stats.append(segment_stream(engine, stream.frames(), labels, args.size, sink))
             writer.flush()  # a failed PNG write fails the video
         # Masks and overlay appear only now, each complete: until here they lived under temporary names.
         if folder is not None:
-            write_stamp(folder.tmp, {"video": str(args.video), "masks": written})
+            write_stamp(folder.tmp, {"video": str(args.video), "masks": written, "direction": args.direction})
             folder.commit()
         if video is not None:
             video.close()
@@ -100,12 +155,52 @@ def main(argv: list[str] | None = None) -> int:
         print(f"overlay: {args.overlay} ({video.frames} frames)")
     if args.output is not None:
         print(f"masks: {written} PNGs in {args.output}")
-    print(
-        f"{stream.name}: 1 video, {stats.frames} frames in {stats.seconds:.1f} s; "
-        f"{stats.frames / max(stats.seconds, 1e-9):.2f} FPS end to end, "
-        f"{stats.frames / max(stats.engine_seconds, 1e-9):.2f} FPS engine"
-    )
+    print(summary_line(stream.name, "1 video", sum(s.frames for s in stats), sum(s.seconds for s in stats),
+                       sum(s.engine_seconds for s in stats), monitor))
     return 0
+
+
+def segment_backward(
+    engine: PCVOSEngine,
+    stream: FrameStream,
+    labels: dict[int, np.ndarray],
+    start: int,
+    size: int,
+    sink: Callable[[int, np.ndarray, np.ndarray | None], None],
+    scratch: Path,
+) -> StreamStats:
+    """Frames ``start``, ``start - 1``, ..., 0 through ``segment_stream`` (the same engine, time reversed).
+
+    ``labels``: frame index -> mask, every index <= ``start`` (``start`` itself masked). ``sink`` gets the
+    original frame indices. A frame folder is read backwards file by file; a video file is decoded once,
+    up to frame ``start``, into ``scratch`` and read back from there.
+    """
+    reversed_labels = {start - index: mask for index, mask in labels.items()}
+    frames = reversed_frames(stream, start, scratch)
+    with Progress("backward frames", start + 1) as meter:
+
+        def reversed_sink(position: int, rgb: np.ndarray, mask: np.ndarray | None) -> None:
+            meter.update(position + 1)
+            sink(start - position, rgb, mask)
+
+        return segment_stream(engine, frames, reversed_labels, size, reversed_sink)
+
+
+def reversed_frames(stream: FrameStream, start: int, scratch: Path) -> Iterator[np.ndarray]:
+    """uint8 [H, W, 3] RGB frames ``start`` down to 0."""
+    if stream.path.is_dir():
+        files = list_frames(stream.path)
+        return (read_rgb(files[index]) for index in range(start, -1, -1))
+    count = 0
+    for index, rgb in progress(zip(range(start + 1), stream.frames()), "decoding frames", start + 1):
+        np.save(scratch / f"frame{index:06d}.npy", rgb)
+        count = index + 1
+    if count <= start:
+        raise ValueError(
+            f"mask for frame {start} is beyond the end of the video ({count} frames decoded); "
+            "use a frame index inside the video"
+        )
+    return (np.load(scratch / f"frame{index:06d}.npy") for index in range(start, -1, -1))
 
 
 def mask_folder(output: Path, inputs: tuple[Path, ...]) -> AtomicFolder:

@@ -107,16 +107,6 @@ class BenchmarkResult:
         return self.frames / max(self.engine_seconds, 1e-9)
 
 
-def summary_line(result: BenchmarkResult) -> str:
-    """The one line every driver ends with."""
-    shard = "" if result.shard.is_whole else f" (shard {result.shard})"
-    skipped = f"; {result.skipped} complete videos skipped" if result.skipped else ""
-    return (
-        f"{result.name}{shard}: {result.videos} videos, {result.frames} frames in {result.seconds:.1f} s; "
-        f"{result.fps:.2f} FPS end to end, {result.engine_fps:.2f} FPS engine{skipped}"
-    )
-
-
 # =============================================================================================
 # DAVIS
 # =============================================================================================

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from dataset.frames import VideoSource, frame_loader, label_palette, label_values
 from inference.engine import FrameInput, PCVOSEngine
 from util.paths import safe_name
+from util.progress import progress
 from util.runtime import synchronize
 from util.writer import AtomicFolder, MaskWriter, write_stamp
 
@@ -111,8 +112,10 @@ def segment_source(
 
     sizes: dict[int, tuple[int, int]] = {}
     count = 0
+    first = min(source.labels, default=0)  # the frames the engine yields: from the first annotation on, required
+    total = sum(source.required is None or i in source.required or i in source.labels for i in range(first, len(names)))
     try:
-        for result in engine.segment(inputs(), num_objects=len(values)):
+        for result in progress(engine.segment(inputs(), num_objects=len(values)), f"{source.name} frames", total):
             count += 1
             prob = result.prob
             if prob.shape[0] < len(values) + 1:

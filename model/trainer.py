@@ -20,7 +20,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,6 +39,7 @@ from model.encoders import load_imagenet_weights
 from model.losses import BootstrapSchedule
 from model.network import PCVOS, PCVOSConfig
 from model.train_forward import PerClipUnroll, compute_losses
+from util.progress import Progress, duration
 from util.runtime import autocast, resolve_device
 
 CHECKPOINT_FORMAT = "pcvos-train-v1"
@@ -531,7 +531,9 @@ class Trainer:
             self._remove_earlier_run()  # only now: a run that fails to start keeps the earlier one
         writer = self._writer()
         curves = TrainingCurves(self.run_dir, self.start_iteration) if writer is not None else None
-        progress = _Progress(cfg.progress if self.dist.main else "none", self.start_iteration, cfg.iterations)
+        # a bar on a terminal; in a log the loss lines below carry the count and the ETA
+        progress = Progress("it", cfg.iterations, self.start_iteration, cfg.progress if self.dist.main else "none",
+                            lines=False)
         if cfg.batchnorm == "frozen":
             freeze_batchnorm(self.unroll)
         else:
@@ -554,7 +556,10 @@ class Trainer:
                 if curves is not None:
                     curves.add(done, mean)
                     curves.write()
-                progress.message(done, mean)
+                progress.update(done)
+                if progress.mode == "log":
+                    self.log(f"it {done}/{cfg.iterations} {' '.join(f'{k}={v:.4g}' for k, v in sorted(mean.items()))} "
+                             f"{1 / (progress.rate() or float('inf')):.2f}s/it ETA {duration(progress.eta() or 0)}")
             if writer is not None and cfg.image_every and done % cfg.image_every == 0:
                 self._log_images(writer, done)
             progress.update(done)
@@ -650,35 +655,6 @@ class Trainer:
         with the overlay renderer (first sample of the micro-batch; model/curves.py)."""
         rgb, masks, prob = self._last  # [T,3,H,W], [T,K,H,W], [K,T-1,H,W]
         writer.add_image("train/frames_gt_pred", frame_tiles(rgb, masks, prob), step, dataformats="HWC")
-
-
-class _Progress:
-    """progressbar2 bar with ETA on a TTY; plain log lines otherwise (CI, files)."""
-
-    def __init__(self, mode: str, start: int, total: int) -> None:
-        if mode == "auto":
-            mode = "bar" if sys.stdout.isatty() else "log"
-        self.mode, self.bar, self.tic, self.start, self.total = mode, None, time.perf_counter(), start, total
-        if mode == "bar":
-            import progressbar
-
-            self.bar = progressbar.ProgressBar(min_value=0, max_value=total, initial_value=start)
-
-    def update(self, done: int) -> None:
-        if self.bar is not None:
-            self.bar.update(done)
-
-    def message(self, done: int, mean: dict) -> None:
-        if self.mode != "log":
-            return
-        rate = (time.perf_counter() - self.tic) / max(1, done - self.start)
-        eta = rate * (self.total - done)
-        text = " ".join(f"{k}={v:.4g}" for k, v in sorted(mean.items()))
-        print(f"it {done}/{self.total} {text} {rate:.2f}s/it eta {eta / 60:.1f}min", flush=True)
-
-    def finish(self) -> None:
-        if self.bar is not None:
-            self.bar.finish()
 
 
 def export_final(checkpoint: str | Path) -> Path:

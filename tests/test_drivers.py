@@ -346,10 +346,101 @@ def test_segment_frame_folder_with_binary_mask_starting_later(model, tmp_path):
     Image.fromarray(mask).save(tmp_path / "m.png")  # greyscale 0/255
     out = tmp_path / "out"
     argv = ["--video", str(frames), "--mask", f"2:{tmp_path / 'm.png'}", "--output", str(out),
-            "--model", str(model), "--size", "-1", *FAST]
+            "--model", str(model), "--size", "-1", "--direction", "forward", *FAST]
     assert segment.main(argv) == 0
-    assert _files(out) == {f"{t:05d}.png" for t in range(2, 6)}  # nothing before the first mask
+    assert _files(out) == {f"{t:05d}.png" for t in range(2, 6)}  # forward: nothing before the first mask
     np.testing.assert_array_equal(_pixels(out / "00002.png"), (mask > 0).astype(np.uint8))
+
+
+def _reversed_folder(frames: Path, last: int, target: Path) -> Path:
+    """Frames ``last``, ``last - 1``, ..., 0 of a frame folder, copied byte for byte as 00000.jpg, 00001.jpg, ..."""
+    target.mkdir(parents=True)
+    files = sorted(frames.glob("*.jpg"))
+    for position, index in enumerate(range(last, -1, -1)):
+        (target / f"{position:05d}.jpg").write_bytes(files[index].read_bytes())
+    return target
+
+
+@pytest.fixture(scope="module")
+def middle(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
+    """A 9-frame folder with two objects, and the palette mask of its frame 4."""
+    root = tmp_path_factory.mktemp("middle")
+    config = syn.SyntheticConfig(num_frames=9, height=H, width=W, num_objects=2, num_distractors=1, seed=5)
+    syn.write_generic(root / "data", [syn.VideoSpec("v", config)])
+    masks = syn.generate_video(config).masks
+    syn.write_first_mask(root / "m4.png", masks[4])
+    return root / "data" / "JPEGImages" / "v", root / "m4.png", masks
+
+
+def _png_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+def test_segment_both_directions_before_a_middle_mask_equal_a_forward_run_on_the_reversed_video(
+    model, middle, tmp_path, capsys
+):
+    frames, mask, _ = middle
+    m, common = 4, ["--model", str(model), "--size", "-1", "-L", "3", *FAST]
+    assert segment.main(["--video", str(frames), "--mask", f"{m}:{mask}", "--output", str(tmp_path / "both"),
+                         *common]) == 0  # the default direction: both
+    assert "masks: 9 PNGs" in capsys.readouterr().out
+    assert segment.main(["--video", str(frames), "--mask", f"{m}:{mask}", "--output", str(tmp_path / "fwd"),
+                         "--direction", "forward", *common]) == 0
+    reverse = _reversed_folder(frames, m, tmp_path / "reversed")
+    assert segment.main(["--video", str(reverse), "--mask", str(mask), "--output", str(tmp_path / "rev"),
+                         "--direction", "forward", *common]) == 0
+    both, fwd, rev = (_png_bytes(tmp_path / name) for name in ("both", "fwd", "rev"))
+    assert sorted(both) == [f"{t:05d}.png" for t in range(9)]
+    assert sorted(fwd) == [f"{t:05d}.png" for t in range(m, 9)] and sorted(rev) == [f"{t:05d}.png" for t in range(5)]
+    for t in range(m):  # before the mask: the time-reversed forward run, byte for byte
+        assert both[f"{t:05d}.png"] == rev[f"{m - t:05d}.png"], t
+    for t in range(m, 9):  # from the mask on: the forward run, byte for byte
+        assert both[f"{t:05d}.png"] == fwd[f"{t:05d}.png"], t
+    assert len({both[f"{t:05d}.png"] for t in range(m)}) > 1  # really segmented, not one mask copied
+    assert set(np.unique(_pixels(tmp_path / "both" / "00000.png"))) <= {0, 1, 2}
+
+
+def test_segment_both_keeps_the_forward_bytes_for_a_mask_at_frame_0(model, middle, tmp_path):
+    frames, _, masks = middle
+    syn.write_first_mask(tmp_path / "m0.png", masks[0])
+    runs = {}
+    for direction in ("both", "forward"):
+        out = tmp_path / direction
+        assert segment.main(["--video", str(frames), "--mask", str(tmp_path / "m0.png"), "--output", str(out),
+                             "--direction", direction, "--model", str(model), "--size", "-1", *FAST]) == 0
+        runs[direction] = _png_bytes(out)
+    assert len(runs["both"]) == 9 and runs["both"] == runs["forward"]
+
+
+def test_segment_backward_from_the_last_mask_on_a_video_file_equals_the_predictor(model, clip, tmp_path):
+    """--direction backward on an mp4: frames 0..5 (the last mask) only, with both masks, the masks of
+    Predictor.propagate('backward'); the overlay still shows all 8 frames."""
+    from inference.predictor import Predictor
+
+    root, video = clip
+    syn.write_first_mask(root / "m2.png", np.where(video.masks[2] == 1, 1, 0).astype(np.uint8))
+    syn.write_first_mask(root / "m5.png", np.where(video.masks[5] == 2, 2, 0).astype(np.uint8))
+    out, over = tmp_path / "masks", tmp_path / "over.mp4"
+    assert segment.main(["--video", str(root / "clip.mp4"), "--mask", f"2:{root / 'm2.png'}",
+                         "--mask", f"5:{root / 'm5.png'}", "--direction", "backward", "--output", str(out),
+                         "--overlay", str(over), "--model", str(model), "--size", "-1", "-L", "2", *FAST]) == 0
+    assert _files(out) == {f"{t:05d}.png" for t in range(6)}
+    predictor = Predictor.from_checkpoint(model, "cpu", EngineConfig(clip_length=2), size=-1)
+    predictor.open(root / "clip.mp4")
+    for t, name in ((2, "m2.png"), (5, "m5.png")):
+        predictor.add_mask(t, _pixels(root / name))
+    expected = dict(predictor.propagate("backward"))
+    predictor.close()
+    assert sorted(expected) == list(range(6))
+    for t in range(6):
+        np.testing.assert_array_equal(_pixels(out / f"{t:05d}.png"), expected[t])
+    assert set(np.unique(_pixels(out / "00000.png"))) <= {0, 1, 2} and (_pixels(out / "00001.png") == 2).any()
+    capture = cv2.VideoCapture(str(over))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    assert count == 8
 
 
 def _bad_masks(root: Path) -> dict[str, tuple[str, str]]:

@@ -149,9 +149,9 @@ def test_both_directions_equal_segment_py_forward_and_on_reversed_frames(video, 
     exported = _files(_export(client, sid))
 
     assert segment.main(["--video", str(video["root"] / "frames"), "--mask", f"{m}:{mask_png}",
-                         "--output", str(tmp_path / "fwd"), *FAST]) == 0
+                         "--output", str(tmp_path / "fwd"), "--direction", "forward", *FAST]) == 0
     assert segment.main(["--video", str(video["root"] / "reversed"), "--mask", f"{T - 1 - m}:{mask_png}",
-                         "--output", str(tmp_path / "bwd"), *FAST]) == 0
+                         "--output", str(tmp_path / "bwd"), "--direction", "forward", *FAST]) == 0
     expected = _files(tmp_path / "fwd")
     backward = _files(tmp_path / "bwd")
     assert len(backward) == m + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,7 @@ def test_stage3_cli_from_stage0_weights(data, tmp_path, capsys):
     assert train.main(args) == 0
     out = capsys.readouterr().out
     assert "widened from 4 to 5" in out and "it 2/2" in out
+    assert re.search(r"^it 2/2 .*loss/total=\S+ .*\d\.\d\ds/it ETA 0:00:00$", out, re.M), out  # losses, pace, ETA
     state = _state(tmp_path / "s3" / "s3_small" / "s3_small_checkpoint.pth")
     assert state["network"]["value_encoder.conv1.weight"].shape[1] == 5
 

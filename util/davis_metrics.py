@@ -42,6 +42,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from util.progress import progress
+
 BOUND_TH = 0.008
 """Relative boundary tolerance of the DAVIS toolkits (fraction of the image diagonal)."""
 
@@ -601,7 +603,7 @@ def _merge_chunks(plan: SequencePlan, results: Sequence[ChunkResult]) -> Sequenc
 def _run_tasks(tasks: list[ChunkTask], workers: int) -> list[ChunkResult]:
     """Score work items, in order, inline (1 worker) or in a process pool."""
     if workers <= 1 or len(tasks) <= 1:
-        return [score_chunk(task) for task in tasks]
+        return [score_chunk(task) for task in progress(tasks, "scoring chunks")]
     # Largest items first so the pool does not wait on one big item at the end.
     order = sorted(range(len(tasks)), key=lambda i: -len(tasks[i].frames) * math.prod(tasks[i].shape))
     results: list[ChunkResult | None] = [None] * len(tasks)
@@ -612,7 +614,7 @@ def _run_tasks(tasks: list[ChunkTask], workers: int) -> list[ChunkResult]:
         max_workers=min(workers, len(tasks)), initializer=_init_worker, mp_context=context
     ) as pool:
         futures = {i: pool.submit(score_chunk, tasks[i]) for i in order}
-        for i, future in futures.items():
+        for i, future in progress(futures.items(), "scoring chunks"):
             results[i] = future.result()
     return results  # type: ignore[return-value]
 
