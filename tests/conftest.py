@@ -22,6 +22,13 @@ def _threads():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _quiet_progress(monkeypatch):
+    """No progress lines unless a test asks for them (PCVOS_PROGRESS, util/progress.py): a slow machine
+    would otherwise add a periodic line to the stderr that tests compare (subprocesses inherit it)."""
+    monkeypatch.setenv("PCVOS_PROGRESS", "none")
+
+
 def parity_case(name: str) -> Path:
     """Folder of one official-output case: JPEGImages/vid, Annotations/vid, expected.npz."""
     return DATA / "parity" / name
