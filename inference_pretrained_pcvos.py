@@ -25,14 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from dataset.benchmarks import (  # noqa: E402
-    Benchmark,
-    davis_benchmark,
-    generic_benchmark,
-    run_benchmark,
-    summary_line,
-    youtube_benchmark,
-)
+from dataset.benchmarks import Benchmark, davis_benchmark, generic_benchmark, youtube_benchmark  # noqa: E402
+from inference.benchmark_run import run_benchmark, summary_line  # noqa: E402
 from inference.cli import (  # noqa: E402
     add_engine_args,
     add_mask_args,

@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, segment_stream  # noqa: E402
+from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks  # noqa: E402
 from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
+from inference.runner import segment_stream  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.progress import progress  # noqa: E402
 from util.video_io import OverlayWriter, overlay  # noqa: E402

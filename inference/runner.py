@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataset.frames import VideoSource, frame_loader, label_palette, label_values
+from dataset.frames import VideoSource, frame_loader, label_palette, label_values, prepare_image, prepare_label
+from dataset.masks import VOID
 from inference.engine import FrameInput, PCVOSEngine
 from util.paths import safe_name
 from util.runtime import synchronize
+from util.video_io import prefetch
 from util.writer import AtomicFolder, MaskWriter, write_stamp
 
 
@@ -140,3 +142,96 @@ def segment_source(
         raise
     seconds = time.perf_counter() - start
     return VideoStats(source.name, count, seconds, seconds - waited)
+
+
+@dataclass
+class StreamStats:
+    """Frames read, frames segmented, wall and engine seconds of one ``segment_stream`` run."""
+
+    frames_read: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    engine_seconds: float = 0.0
+
+
+def segment_stream(
+    engine: PCVOSEngine,
+    frames: Iterable[np.ndarray],
+    labels: dict[int, np.ndarray],
+    size: int,
+    sink: Callable[[int, np.ndarray, np.ndarray | None], None],
+    prefetch_depth: int = 8,
+) -> StreamStats:
+    """Segment a video given as an iterator of frames (containers, webcams, generators).
+
+    Args:
+        frames: uint8 [H, W, 3] RGB frames in order; decoded on a prefetch thread.
+        labels: frame index -> uint8 [H, W] object ids (first-appearance masks, any ids 1..254).
+        size: working short side (-1 = original).
+        sink: called once per frame, in frame order, with (index, RGB frame, uint8 [H, W] ids
+            at the frame's size), the mask None for frames before the first label. Only the
+            frames of the clip being segmented are held.
+        prefetch_depth: frames decoded ahead.
+
+    The engine timer excludes waiting for decoded frames and the time spent in ``sink``.
+    """
+    if not labels:
+        raise ValueError("segment_stream needs at least one labelled frame")
+    values = sorted({int(v) for mask in labels.values() for v in np.unique(mask) if 0 < v < VOID})
+    table = np.zeros(256, dtype=np.int64)
+    table[values] = np.arange(1, len(values) + 1)
+    lut = torch.tensor([0, *values], dtype=torch.int64, device=engine.device)
+    first = min(labels)
+    held: dict[int, np.ndarray] = {}
+    stats = StreamStats()
+    outside = 0.0  # seconds not charged to the engine
+    ready: dict[int, np.ndarray] = {}  # masks waiting for an earlier frame's mask (keeps sink in order)
+    next_out = first
+
+    def decoded() -> Iterator[tuple[int, np.ndarray, torch.Tensor]]:
+        for index, rgb in enumerate(frames):
+            yield index, rgb, prepare_image(rgb, size)
+
+    def inputs() -> Iterator[FrameInput]:
+        nonlocal outside
+        source = prefetch(decoded(), prefetch_depth)
+        while True:
+            tick = time.perf_counter()
+            item = next(source, None)
+            if item is not None and item[0] < first:
+                sink(item[0], item[1], None)
+            outside += time.perf_counter() - tick
+            if item is None:
+                return
+            index, rgb, image = item
+            stats.frames_read = index + 1
+            if index < first:
+                continue
+            held[index] = rgb
+            label = labels.get(index)
+            label_t = None if label is None else prepare_label(table[label], size)
+            yield FrameInput(index, image, label_t, True)
+
+    start = time.perf_counter()
+    for result in engine.segment(inputs(), num_objects=len(values)):
+        prob = result.prob
+        if prob.shape[0] < len(values) + 1:
+            prob = torch.cat([prob, prob.new_zeros(len(values) + 1 - prob.shape[0], *prob.shape[1:])])
+        ready[result.index] = probabilities_to_mask(prob, held[result.index].shape[:2], lut)
+        stats.frames += 1
+        tick = time.perf_counter()
+        while next_out in ready:
+            sink(next_out, held.pop(next_out), ready.pop(next_out))
+            next_out += 1
+        outside += time.perf_counter() - tick
+    for index in sorted(held):  # frames never segmented (none when every frame is required)
+        sink(index, held.pop(index), ready.pop(index, None))
+    beyond = sorted(f for f in labels if f >= stats.frames_read)
+    if beyond:
+        raise ValueError(
+            f"mask for frame {beyond[0]} is beyond the end of the video ({stats.frames_read} frames decoded); "
+            "use a frame index inside the video"
+        )
+    stats.seconds = time.perf_counter() - start
+    stats.engine_seconds = stats.seconds - outside
+    return stats

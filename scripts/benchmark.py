@@ -58,9 +58,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from dataset.benchmarks import generic_benchmark, run_benchmark  # noqa: E402
+from dataset.benchmarks import generic_benchmark  # noqa: E402
 from dataset.frames import list_frames, normalise, read_rgb  # noqa: E402
 from inference import official_like as official_like_module  # noqa: E402
+from inference.benchmark_run import run_benchmark  # noqa: E402
 from inference.cli import load_network  # noqa: E402
 from inference.engine import EngineConfig, FrameInput, PCVOSEngine, prepare_network  # noqa: E402
 from inference.official_like import OfficialLikeCore, masks_from_probabilities  # noqa: E402

@@ -24,8 +24,10 @@ import eval_youtube
 import inference_pretrained_pcvos
 import segment
 from dataset import synthetic as syn
-from dataset.benchmarks import MaskReader, parse_mask_arg, segment_stream
+from dataset.benchmarks import parse_mask_arg
+from dataset.masks import MaskReader
 from inference.engine import EngineConfig, PCVOSEngine, prepare_network
+from inference.runner import segment_stream
 from model.network import PCVOS, PCVOSConfig
 from util import davis_metrics as dm
 from util.errors import run_cli

@@ -32,8 +32,9 @@ import eval_generic
 import eval_youtube
 import segment
 from dataset import synthetic as syn
-from dataset.benchmarks import davis_sequences, write_submission_zip
+from dataset.benchmarks import davis_sequences
 from dataset.frames import video_from_folders
+from inference.benchmark_run import write_submission_zip
 from inference.engine import EngineConfig, PCVOSEngine
 from inference.runner import segment_source
 from model.network import PCVOS, PCVOSConfig
