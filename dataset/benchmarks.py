@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from dataset.frames import VideoSource, list_frames, read_rgb, video_from_folders
+from dataset.frames import VideoSource, image_size, list_frames, read_rgb, video_from_folders
 from dataset.masks import MaskReader
 from util.palette import write_index_png
 from util.paths import safe_name
@@ -221,15 +220,6 @@ def youtube_frame_root(root: Path, split: str) -> tuple[Path, str | None]:
     raise ValueError(f"--yv-path {root}: neither {all_frames} nor {sparse} exists")
 
 
-def png_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file, from its header."""
-    try:
-        with Image.open(path) as image:
-            return image.size[1], image.size[0]
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"{path}: cannot read mask PNG ({error}); replace this file") from error
-
-
 def youtube_benchmark(
     root: Path,
     split: str,
@@ -270,7 +260,7 @@ def youtube_benchmark(
             source.required = set(write)
         if not output_all:
             source.meta["write"] = write
-        source.meta["output_size"] = png_size(source.labels[min(source.labels)])
+        source.meta["output_size"] = image_size(source.labels[min(source.labels)], "mask PNG")
         sources.append(source)
     zip_path = Path(zip_path) if zip_path is not None else output.with_name(output.name + ".zip")
     bench = Benchmark(f"youtube-{split}", sources, output / "Annotations", zip_path=zip_path)

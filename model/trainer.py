@@ -36,6 +36,7 @@ from model.encoders import load_imagenet_weights
 from model.losses import BootstrapSchedule
 from model.network import PCVOS, PCVOSConfig
 from model.train_forward import PerClipUnroll, compute_losses
+from util.imagenet import denormalise
 from util.runtime import autocast, resolve_device
 
 CHECKPOINT_FORMAT = "pcvos-train-v1"
@@ -589,9 +590,7 @@ class Trainer:
     def _log_images(self, writer, step: int) -> None:
         """Row per frame: image | GT of object 1 | prediction of object 1 (first sample of the micro-batch)."""
         rgb, masks, prob = self._last  # [T,3,H,W], [T,K,H,W], [K,T-1,H,W]
-        mean = torch.tensor((0.485, 0.456, 0.406), device=rgb.device).view(1, 3, 1, 1)
-        std = torch.tensor((0.229, 0.224, 0.225), device=rgb.device).view(1, 3, 1, 1)
-        image = (rgb[1:] * std + mean).clamp(0, 1)
+        image = denormalise(rgb[1:])
         gt = masks[1:, :1].expand(-1, 3, -1, -1)
         pred = prob[0].unsqueeze(1).expand(-1, 3, -1, -1)
         grid = torch.cat([image, gt, pred], dim=3).float().cpu()
