@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,21 +164,8 @@ def write_davis(
     DAVIS needs every object in frame 0, so videos with late objects are refused unless
     allow_late (training data, where frames are sampled freely).
     """
-    root, stats, names = Path(root), WriteStats(), []
-    for video in videos:
-        first_frame, _, frames = stream_video(video)
-        if not allow_late and any(first_frame.values()):
-            raise ValueError(f"{video.name}: DAVIS needs every object in frame 0 (has late objects)")
-        with _Staging() as staging:
-            images = staging.folder(root / "JPEGImages" / "480p" / video.name)
-            annotations = staging.folder(root / "Annotations" / "480p" / video.name)
-            for t, (frame, mask) in enumerate(frames):
-                _write_jpg(images / f"{_name(t)}.jpg", frame)
-                write_index_png(annotations / f"{_name(t)}.png", mask)
-                stats.images += 1
-                stats.masks += 1
-        names.append(video.name)
-        stats.videos += 1
+    root = Path(root)
+    stats, names = _write_davis_videos(root, videos, write_index_png, allow_late)
     listing = "".join(f"{n}\n" for n in names)
     _write_text(root / "ImageSets" / "2017" / f"{split}.txt", listing)
     _write_text(root / "ImageSets" / "2016" / f"{split}.txt", listing)
@@ -191,21 +178,33 @@ def write_davis2016(root: str | Path, videos: Iterable[Video], split: str = "val
     root/JPEGImages/480p/<seq>/%05d.jpg, root/Annotations/480p/<seq>/%05d.png as greyscale
     0/255 (all ids merged), root/ImageSets/2016/<split>.txt.
     """
-    root, stats, names = Path(root), WriteStats(), []
+    root = Path(root)
+    stats, names = _write_davis_videos(root, videos, _write_binary_png, allow_late=True)
+    _write_text(root / "ImageSets" / "2016" / f"{split}.txt", "".join(f"{n}\n" for n in names))
+    return stats
+
+
+def _write_davis_videos(
+    root: Path, videos: Iterable[Video], write_mask: Callable[[Path, np.ndarray], None], allow_late: bool
+) -> tuple[WriteStats, list[str]]:
+    """root/JPEGImages/480p/<seq>/ and root/Annotations/480p/<seq>/ (masks by ``write_mask``) of every video,
+    each staged and renamed into place when complete; returns the stats and the sequence names."""
+    stats, names = WriteStats(), []
     for video in videos:
-        _, _, frames = stream_video(video)
+        first_frame, _, frames = stream_video(video)
+        if not allow_late and any(first_frame.values()):
+            raise ValueError(f"{video.name}: DAVIS needs every object in frame 0 (has late objects)")
         with _Staging() as staging:
             images = staging.folder(root / "JPEGImages" / "480p" / video.name)
             annotations = staging.folder(root / "Annotations" / "480p" / video.name)
             for t, (frame, mask) in enumerate(frames):
                 _write_jpg(images / f"{_name(t)}.jpg", frame)
-                _write_binary_png(annotations / f"{_name(t)}.png", mask)
+                write_mask(annotations / f"{_name(t)}.png", mask)
                 stats.images += 1
                 stats.masks += 1
         names.append(video.name)
         stats.videos += 1
-    _write_text(root / "ImageSets" / "2016" / f"{split}.txt", "".join(f"{n}\n" for n in names))
-    return stats
+    return stats, names
 
 
 def write_youtube(
