@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset.benchmarks import YOUTUBE_SPLITS, run_benchmark, youtube_benchmark  # noqa: E402
+from dataset.benchmarks import YOUTUBE_SPLITS, youtube_benchmark  # noqa: E402
+from inference.benchmark_run import run_benchmark  # noqa: E402
 from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
 from inference.report import benchmark_summary, start_run  # noqa: E402

@@ -26,13 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset.benchmarks import (  # noqa: E402
-    Benchmark,
-    davis_benchmark,
-    generic_benchmark,
-    run_benchmark,
-    youtube_benchmark,
-)
+
+from dataset.benchmarks import Benchmark, davis_benchmark, generic_benchmark, youtube_benchmark  # noqa: E402
+from inference.benchmark_run import run_benchmark  # noqa: E402
 from inference.cli import (  # noqa: E402
     add_engine_args,
     add_mask_args,

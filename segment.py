@@ -33,20 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from dataset.benchmarks import (  # noqa: E402
-    FrameStream,
-    StreamStats,
-    open_frames,
-    parse_mask_arg,
-    read_user_masks,
-    segment_stream,
-)
+from dataset.benchmarks import FrameStream, open_frames, parse_mask_arg, read_user_masks  # noqa: E402
 from dataset.frames import list_frames, read_rgb  # noqa: E402
 from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
 from inference.engine import PCVOSEngine  # noqa: E402
 from inference.predictor import DIRECTIONS  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
 from inference.report import start_run, summary_line  # noqa: E402
+from inference.runner import VideoStats, segment_stream  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.pictures import overlay  # noqa: E402
 from util.progress import Progress, progress  # noqa: E402
@@ -94,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 "backward": (last, labels)}[args.direction]
     video = None
     written = 0
-    stats: list[StreamStats] = []
+    stats: list[VideoStats] = []
     try:
         video = OverlayWriter(args.overlay, args.fps or stream.fps, stream.size) if args.overlay else None
         with MaskWriter() as writer, tempfile.TemporaryDirectory(prefix="pcvos-segment.") as scratch:
@@ -168,7 +162,7 @@ def segment_backward(
     size: int,
     sink: Callable[[int, np.ndarray, np.ndarray | None], None],
     scratch: Path,
-) -> StreamStats:
+) -> VideoStats:
     """Frames ``start``, ``start - 1``, ..., 0 through ``segment_stream`` (the same engine, time reversed).
 
     ``labels``: frame index -> mask, every index <= ``start`` (``start`` itself masked). ``sink`` gets the

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dataset.training import training_loader
 from model.trainer import STAGE_PRESETS, NonFiniteLossError, TrainConfig, TrainResult, train
 from util.errors import error_text, run_cli
 
@@ -190,7 +191,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run_full(config: TrainConfig, callback: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train and return the full result (final weights, training checkpoint, per-iteration losses)."""
-    return train(config, callback)
+    return train(config, training_loader, callback)
 
 
 def run(config: TrainConfig, callback: Callable[[int, dict], None] | None = None) -> Path | None:
@@ -200,7 +201,7 @@ def run(config: TrainConfig, callback: Callable[[int, dict], None] | None = None
     ``callback(iteration, metrics)`` is called after every iteration on rank 0
     with ``loss/total``, ``loss/image``, ``loss/clip``, ``iou`` and ``lr``.
     """
-    return train(config, callback).final
+    return train(config, training_loader, callback).final
 
 
 #: Flags left out of the command that continues a stopped run: the checkpoint replaces them.

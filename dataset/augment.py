@@ -18,8 +18,6 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: ImageNet mean in grey levels, the fill of affine borders (STCN's (124, 116, 104)).
 FILL_RGB = (124, 116, 104)
 BICUBIC = InterpolationMode.BICUBIC
@@ -40,14 +38,6 @@ def to_image(array: np.ndarray) -> tv_tensors.Image:
 def to_mask(array: np.ndarray) -> tv_tensors.Mask:
     """[H, W] uint8 label map -> tv_tensors.Mask [1, H, W] uint8."""
     return tv_tensors.Mask(torch.from_numpy(np.array(array, copy=True))[None])
-
-
-def normalise(image: torch.Tensor) -> torch.Tensor:
-    """uint8 [3, H, W] -> float32 ImageNet-normalised [3, H, W]."""
-    x = image.float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
 
 
 class VideoAugment:

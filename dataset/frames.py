@@ -18,9 +18,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dataset.masks import MaskReader
+from util.imagenet import normalise
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -36,14 +35,6 @@ def working_size(height: int, width: int, size: int) -> tuple[int, int]:
     return int(size * height / width), size
 
 
-def normalise(rgb: np.ndarray) -> torch.Tensor:
-    """uint8 [H, W, 3] RGB -> float [3, H, W] ImageNet-normalised."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255)
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    return (x - mean) / std
-
-
 def prepare_image(rgb: np.ndarray, size: int) -> torch.Tensor:
     """Network input of one frame: normalise, then bicubic resize without antialiasing.
 
@@ -53,7 +44,7 @@ def prepare_image(rgb: np.ndarray, size: int) -> torch.Tensor:
     Returns:
         [3, h, w] float.
     """
-    x = normalise(rgb)
+    x = normalise(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
     h, w = working_size(x.shape[1], x.shape[2], size)
     if (h, w) != tuple(x.shape[1:]):
         x = F.interpolate(x[None], size=(h, w), mode="bicubic", align_corners=False, antialias=False)[0]
@@ -76,6 +67,15 @@ def read_rgb(path: str | Path) -> np.ndarray:
             return np.array(image.convert("RGB"))
     except (OSError, SyntaxError) as error:
         raise ValueError(f"{path}: cannot read image ({error})") from error
+
+
+def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
+    """(H, W) of an image file from its header (no decoding), with an error that names the file."""
+    try:
+        with Image.open(path) as image:
+            return image.size[1], image.size[0]
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: cannot read {what} ({error}); replace or re-encode this file") from error
 
 
 @dataclass

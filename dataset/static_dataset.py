@@ -17,10 +17,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dataset.augment import StaticAugment, normalise, to_image, to_mask
+from dataset.augment import StaticAugment, to_image, to_mask
 from dataset.sampling import sample_rng, torch_seed
 from dataset.tps import random_control_points, warp_image_and_mask
 from dataset.video_dataset import DatasetNotFoundError
+from util.imagenet import normalise
 
 #: (folder, repeat) of the flat-layout static datasets, STCN's mixture.
 FLAT_FOLDERS = (("DUTS-TR", 1), ("DUTS-TE", 1), ("ecssd", 1), ("BIG_small", 5), ("HRSOD_small", 5))

@@ -24,8 +24,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dataset.augment import VideoAugment, normalise, to_image, to_mask
+from dataset.augment import VideoAugment, to_image, to_mask
 from dataset.sampling import sample_clip_frames, sample_rng, scaled_gap, torch_seed
+from util.imagenet import normalise
 
 MAX_OBJECTS = 2  # target + one distractor object, as STCN
 RETRIES = 5  # re-draws when the reference frame has no usable object

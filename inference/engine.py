@@ -24,7 +24,7 @@ import torch
 from inference.memory_store import MemoryGroup, MemoryStore
 from inference.padding import compute_pad, pad, unpad
 from inference.schedule import Clip, ClipScheduler, LabelStep
-from model.aggregate import EPS, aggregate
+from model.aggregate import EPS, aggregate, others_from_masks
 from model.memory import bag_readout, topk_affinity
 from model.network import PCVOS, KeyFeatures
 from model.refine import ClipAttention
@@ -101,18 +101,6 @@ class FrameResult:
 
     index: int
     prob: torch.Tensor
-
-
-def others_from_masks(masks: torch.Tensor) -> torch.Tensor:
-    """For each object, the sum of the other objects' masks.
-
-    masks: [O, 1, H, W] -> [O, 1, H, W] (zeros for a single object). Summed
-    explicitly rather than as total - own, to keep the released numbers.
-    """
-    count = masks.shape[0]
-    if count == 1:
-        return torch.zeros_like(masks)
-    return torch.stack([masks[[j for j in range(count) if j != i]].sum(0) for i in range(count)])
 
 
 #: Attribute of a prepared network that records how it was prepared.

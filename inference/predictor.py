@@ -29,82 +29,13 @@ import torch
 from dataset.frames import list_frames, prepare_image, prepare_label, read_rgb
 from inference.engine import EngineConfig, EngineSession, FrameInput, FrameResult, PCVOSEngine, prepare_network
 from inference.memory_store import MemoryStore
-from inference.runner import probabilities_to_mask
+from inference.objects import MAX_OBJECT_ID, ObjectManager, to_mask
 from model.network import PCVOS
 from util.video_io import VideoReader, is_video_file
 
 DIRECTIONS = ("forward", "backward", "both")
 #: L when neither the caller nor the checkpoint chooses one.
 DEFAULT_CLIP_LENGTH = 5
-MAX_OBJECT_ID = 254  # 0 is background; 255 is the void label of the benchmarks
-
-
-# =============================================================================================
-# Object ids -> tensor slots
-# =============================================================================================
-
-
-class ObjectManager:
-    """Maps the user's object ids (any values 1..254) to the engine's slots 1..K.
-
-    The engine's probability tensors have one channel per slot, so id 200
-    takes one channel, not 201. A new id gets the lowest free slot; a removed
-    id's slot is retired (its channel stays, always zero) until
-    :meth:`compact`, which the predictor calls when no computation holds slots.
-    """
-
-    def __init__(self) -> None:
-        self._slots: dict[int, int] = {}
-        self._retired: set[int] = set()
-
-    @property
-    def ids(self) -> list[int]:
-        """The live object ids, sorted."""
-        return sorted(self._slots)
-
-    @property
-    def num_slots(self) -> int:
-        """Channels the engine needs besides background: the highest slot in use or retired."""
-        return max([0, *self._slots.values(), *self._retired])
-
-    def slot(self, obj: int) -> int:
-        return self._slots[obj]
-
-    def add(self, ids: Sequence[int]) -> list[int]:
-        """Give slots to the ids not seen yet (in increasing order); returns those new ids."""
-        new = sorted(set(int(i) for i in ids) - self._slots.keys())
-        for obj in new:
-            if not 1 <= obj <= MAX_OBJECT_ID:
-                raise ValueError(f"object id {obj}: not in 1..{MAX_OBJECT_ID}; use ids 1..{MAX_OBJECT_ID}")
-            taken = set(self._slots.values()) | self._retired
-            self._slots[obj] = next(s for s in range(1, len(taken) + 2) if s not in taken)
-        return new
-
-    def remove(self, obj: int) -> None:
-        self._retired.add(self._slots.pop(obj))
-
-    def compact(self) -> None:
-        """Slots 1..K in increasing id order (the order the benchmark drivers use), none retired."""
-        self._slots = {obj: i + 1 for i, obj in enumerate(sorted(self._slots))}
-        self._retired.clear()
-
-    def clear(self) -> None:
-        self._slots.clear()
-        self._retired.clear()
-
-    def slot_map(self, mask: np.ndarray) -> np.ndarray:
-        """uint8 [H, W] user ids -> int64 [H, W] slots (ids without a slot -> 0)."""
-        table = np.zeros(256, dtype=np.int64)
-        for obj, slot in self._slots.items():
-            table[obj] = slot
-        return table[mask]
-
-    def id_table(self, device: torch.device) -> torch.Tensor:
-        """int64 [num_slots + 1]: slot -> user id (retired slots and background -> 0)."""
-        table = torch.zeros(self.num_slots + 1, dtype=torch.int64)
-        for obj, slot in self._slots.items():
-            table[slot] = obj
-        return table.to(device)
 
 
 # =============================================================================================
@@ -589,11 +520,7 @@ class Predictor:
         return FrameInput(position, prepare_image(rgb, self.size), label, source=source.name(index))
 
     def _to_mask(self, result: FrameResult, size: tuple[int, int]) -> np.ndarray:
-        table = self.objects.id_table(self.device)
-        prob = result.prob
-        if prob.shape[0] < table.shape[0]:
-            prob = torch.cat([prob, prob.new_zeros(table.shape[0] - prob.shape[0], *prob.shape[1:])])
-        return probabilities_to_mask(prob, size, table)
+        return to_mask(result.prob, size, self.objects.id_table(self.device))
 
     def _run(self, track: _Track) -> Iterator[tuple[int, np.ndarray]]:
         """Yield every annotated-onward position's mask in travel order, recomputing the invalid ones.

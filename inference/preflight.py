@@ -17,10 +17,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from PIL import Image
-
 from dataset.benchmarks import Benchmark
-from dataset.frames import VideoSource
+from dataset.frames import VideoSource, image_size
 from dataset.masks import MaskReader
 from util import davis_metrics as dm
 
@@ -73,15 +71,6 @@ def check_output_file(path: Path, flag: str) -> None:
                          "inside a folder")
     if not os.access(base, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path}: folder {base} is not writable by this user; pass another path")
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image from its header (no decoding), with an error that names the file."""
-    try:
-        with Image.open(path) as image:
-            return image.size[1], image.size[0]
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"{path}: cannot read image ({error}); replace or re-encode this file") from error
 
 
 def check_annotations(sources: Iterable[VideoSource]) -> None:

@@ -1,21 +1,41 @@
-"""Glue between a video source, the engine and the mask writer (shared by every driver)."""
+"""The one run loop: a video's frames through the engine, shared by every driver (see docs/evaluation.md).
+
+:class:`VideoRun` is what every path that segments a whole video does the same
+way: number the objects (:class:`~inference.objects.ObjectManager`), run the
+engine, give each result one channel per object, turn probabilities into masks of
+the video's own ids, and time the engine apart from waiting for frames and
+handing masks on. Its two sources:
+
+* :func:`segment_source`: a :class:`~dataset.frames.VideoSource` (frame files read
+  at random by loader workers) into a mask folder, complete or absent; every
+  benchmark driver (``inference.benchmark_run``);
+* :func:`segment_stream`: frames from an iterator (video containers, cameras) handed
+  to a sink in frame order; ``segment.py``.
+
+The predictor (``inference/predictor.py``) numbers objects and makes masks with the
+same :class:`~inference.objects.ObjectManager` and :func:`~inference.objects.to_mask`;
+its loop pushes frames itself, because it resumes from engine snapshots.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from dataset.frames import VideoSource, frame_loader, label_palette, label_values
+from dataset.frames import VideoSource, frame_loader, label_palette, label_values, prepare_image, prepare_label
+from dataset.masks import VOID
 from inference.engine import FrameInput, PCVOSEngine
+from inference.objects import MAX_OBJECT_ID, ObjectManager, pad_channels, probabilities_to_mask
 from util.paths import safe_name
 from util.progress import progress
 from util.runtime import synchronize
+from util.video_io import prefetch
 from util.writer import AtomicFolder, MaskWriter, write_stamp
 
 
@@ -24,30 +44,86 @@ class VideoStats:
     """What one video cost.
 
     ``engine_seconds`` is the wall time minus the time spent waiting for decoded
-    frames and handing masks to the writer thread: it covers the network, the
-    memory, and turning probabilities into masks at the output size (as the
-    released ``--time`` flag did), not disk input/output.
+    frames and handing masks on (to the writer thread, or a stream's sink): it
+    covers the network, the memory, and turning probabilities into masks at the
+    output size (as the released ``--time`` flag did), not disk input/output.
     """
 
-    name: str
-    frames: int  # frames segmented (annotated frames included)
-    seconds: float  # wall time of the whole video
-    engine_seconds: float
+    name: str = ""
+    frames: int = 0  # frames segmented (annotated frames included)
+    seconds: float = 0.0  # wall time of the whole video
+    engine_seconds: float = 0.0
+    frames_read: int = 0  # frames decoded (a stream: those before the first mask included)
 
     @property
     def fps(self) -> float:
         return self.frames / max(self.engine_seconds, 1e-9)
 
 
-def probabilities_to_mask(prob: torch.Tensor, out_size: tuple[int, int], lut: torch.Tensor) -> np.ndarray:
-    """[K + 1, h, w] probabilities -> uint8 [H, W] original object ids.
+class VideoRun:
+    """One video through the engine: the id table, the channel padding, the engine timer and the stats.
 
-    Bilinear resize (align_corners=False) to the output size, argmax over the
-    channels (background included), then internal ids -> original values.
+    Args:
+        engine: the inference engine.
+        values: the video's object ids (sorted or not); they take slots 1..K in increasing order.
+        name: the video's name (in the stats).
+        max_id: the highest id accepted (``ObjectManager``).
+
+    The timer starts now; :meth:`finish` stops it.
     """
-    if tuple(prob.shape[-2:]) != tuple(out_size):
-        prob = F.interpolate(prob[None], size=out_size, mode="bilinear", align_corners=False)[0]
-    return lut[prob.argmax(0)].to(torch.uint8).cpu().numpy()
+
+    def __init__(self, engine: PCVOSEngine, values: Sequence[int], name: str = "", max_id: int = MAX_OBJECT_ID):
+        self.engine = engine
+        self.objects = ObjectManager(max_id)
+        self.objects.add(values)
+        self.table = self.objects.id_table(engine.device)
+        self.stats = VideoStats(name)
+        self._outside = 0.0  # seconds not charged to the engine
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def outside(self) -> Iterator[None]:
+        """Time spent in this block is not charged to the engine (waiting for frames, handing masks on)."""
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._outside += time.perf_counter() - tick
+
+    def slot_map(self, mask: np.ndarray) -> np.ndarray:
+        """uint8 [H, W] ids of this video -> int64 [H, W] engine slots."""
+        return self.objects.slot_map(mask)
+
+    def results(self, inputs: Iterable[FrameInput]) -> Iterator[tuple[int, torch.Tensor]]:
+        """Segment ``inputs``: (frame index, [K + 1, h, w] probabilities, one channel per object) per frame.
+
+        Waiting for the next input is not charged to the engine; the caller wraps its own handling of a
+        result that is not the engine's work (writing, a sink) in :meth:`outside`.
+        """
+        frames = iter(inputs)
+
+        def timed() -> Iterator[FrameInput]:
+            while True:
+                with self.outside():
+                    item = next(frames, None)
+                if item is None:
+                    return
+                yield item
+
+        for result in self.engine.segment(timed(), num_objects=self.objects.num_slots):
+            self.stats.frames += 1
+            yield result.index, pad_channels(result.prob, self.table.shape[0])
+
+    def mask(self, prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """Probabilities from :meth:`results` -> uint8 [H, W] ids of this video at ``size``."""
+        return probabilities_to_mask(prob, size, self.table)
+
+    def finish(self) -> VideoStats:
+        """Wait for the device, stop the timer and return the stats."""
+        synchronize(self.engine.device)
+        self.stats.seconds = time.perf_counter() - self._start
+        self.stats.engine_seconds = self.stats.seconds - self._outside
+        return self.stats
 
 
 def segment_source(
@@ -83,8 +159,6 @@ def segment_source(
     values = label_values(source)
     if not values:
         raise ValueError(f"video {source.name!r}: its annotation PNGs contain no object (all pixels are 0)")
-    id_map = {value: i + 1 for i, value in enumerate(values)}
-    lut = torch.tensor([0, *values], dtype=torch.int64, device=engine.device)
     palette = label_palette(source)
     names = source.frame_names
     folder = None
@@ -93,42 +167,27 @@ def segment_source(
         for name in names:
             safe_name(f"{name}.png", f"video {source.name!r}", "mask file name")
         folder = AtomicFolder(output / source.name, output)
-    waited = 0.0
-    start = time.perf_counter()
+    run = VideoRun(engine, values, source.name, max_id=VOID)  # a 0/255 video's one object is written as 255
+    sizes: dict[int, tuple[int, int]] = {}
 
     def inputs() -> Iterator[FrameInput]:
-        nonlocal waited
-        loader = iter(frame_loader(source, size, id_map, workers))
-        while True:
-            tick = time.perf_counter()
-            item = next(loader, None)
-            waited += time.perf_counter() - tick
-            if item is None:
-                return
+        for item in frame_loader(source, size, run.objects.slots, workers):
             index = int(item["index"])
             sizes[index] = tuple(int(v) for v in item["size"])
+            run.stats.frames_read += 1
             required = source.required is None or index in source.required
             yield FrameInput(index, item["image"], item.get("label"), required, source=str(source.frames[index]))
 
-    sizes: dict[int, tuple[int, int]] = {}
-    count = 0
     first = min(source.labels, default=0)  # the frames the engine yields: from the first annotation on, required
     total = sum(source.required is None or i in source.required or i in source.labels for i in range(first, len(names)))
     try:
-        for result in progress(engine.segment(inputs(), num_objects=len(values)), f"{source.name} frames", total):
-            count += 1
-            prob = result.prob
-            if prob.shape[0] < len(values) + 1:
-                prob = torch.cat([prob, prob.new_zeros(len(values) + 1 - prob.shape[0], *prob.shape[1:])])
+        for index, prob in progress(run.results(inputs()), f"{source.name} frames", total):
             if on_prob is not None:
-                on_prob(result.index, prob)
-            if folder is not None and (write_frames is None or write_frames(result.index)):
-                target = output_size or sizes.get(result.index) or tuple(prob.shape[-2:])
-                mask = probabilities_to_mask(prob, target, lut)
-                tick = time.perf_counter()
-                writer.submit(folder.tmp / f"{names[result.index]}.png", mask, palette)
-                waited += time.perf_counter() - tick
-        synchronize(engine.device)
+                on_prob(index, prob)
+            if folder is not None and (write_frames is None or write_frames(index)):
+                mask = run.mask(prob, output_size or sizes.get(index) or tuple(prob.shape[-2:]))
+                with run.outside():
+                    writer.submit(folder.tmp / f"{names[index]}.png", mask, palette)
         if folder is not None:
             writer.flush()  # raises a failed write: the folder is then not committed
             if stamp is not None:
@@ -141,5 +200,66 @@ def segment_source(
             finally:
                 folder.abort()
         raise
-    seconds = time.perf_counter() - start
-    return VideoStats(source.name, count, seconds, seconds - waited)
+    return run.finish()
+
+
+def segment_stream(
+    engine: PCVOSEngine,
+    frames: Iterable[np.ndarray],
+    labels: dict[int, np.ndarray],
+    size: int,
+    sink: Callable[[int, np.ndarray, np.ndarray | None], None],
+    prefetch_depth: int = 8,
+) -> VideoStats:
+    """Segment a video given as an iterator of frames (containers, webcams, generators).
+
+    Args:
+        frames: uint8 [H, W, 3] RGB frames in order; decoded on a prefetch thread.
+        labels: frame index -> uint8 [H, W] object ids (first-appearance masks, any ids 1..254).
+        size: working short side (-1 = original).
+        sink: called once per frame, in frame order, with (index, RGB frame, uint8 [H, W] ids
+            at the frame's size), the mask None for frames before the first label. Only the
+            frames of the clip being segmented are held.
+        prefetch_depth: frames decoded ahead.
+
+    The engine timer excludes waiting for decoded frames and the time spent in ``sink``.
+    """
+    if not labels:
+        raise ValueError("segment_stream needs at least one labelled frame")
+    values = sorted({int(v) for mask in labels.values() for v in np.unique(mask) if 0 < v < VOID})
+    run = VideoRun(engine, values)
+    first = min(labels)
+    held: dict[int, np.ndarray] = {}
+    ready: dict[int, np.ndarray] = {}  # masks waiting for an earlier frame's mask (keeps sink in order)
+    next_out = first
+
+    def decoded() -> Iterator[tuple[int, np.ndarray, torch.Tensor]]:
+        for index, rgb in enumerate(frames):
+            yield index, rgb, prepare_image(rgb, size)
+
+    def inputs() -> Iterator[FrameInput]:
+        for index, rgb, image in prefetch(decoded(), prefetch_depth):
+            run.stats.frames_read = index + 1
+            if index < first:
+                sink(index, rgb, None)
+                continue
+            held[index] = rgb
+            label = labels.get(index)
+            yield FrameInput(index, image, None if label is None else prepare_label(run.slot_map(label), size), True)
+
+    for index, prob in run.results(inputs()):
+        ready[index] = run.mask(prob, held[index].shape[:2])
+        with run.outside():
+            while next_out in ready:
+                sink(next_out, held.pop(next_out), ready.pop(next_out))
+                next_out += 1
+    with run.outside():
+        for index in sorted(held):  # frames never segmented (none when every frame is required)
+            sink(index, held.pop(index), ready.pop(index, None))
+    beyond = sorted(f for f in labels if f >= run.stats.frames_read)
+    if beyond:
+        raise ValueError(
+            f"mask for frame {beyond[0]} is beyond the end of the video ({run.stats.frames_read} frames decoded); "
+            "use a frame index inside the video"
+        )
+    return run.finish()

@@ -30,3 +30,18 @@ def aggregate(prob: torch.Tensor, dim: int = 0) -> torch.Tensor:
     Not idempotent: aggregating an aggregated map changes it.
     """
     return torch.softmax(aggregate_logits(prob, dim), dim=dim)
+
+
+def others_from_masks(masks: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """For each object, the sum of the other objects' masks (the value encoder's third input).
+
+    masks: objects along ``dim`` (the engine: [O, 1, H, W]; training: [B, K, 1, H, W] with ``dim=1``)
+    -> the same shape, zeros for a single object. Summed explicitly rather than as total - own, to keep
+    the released numbers.
+    """
+    count = masks.shape[dim]
+    if count == 1:
+        return torch.zeros_like(masks)
+    masks = masks.movedim(dim, 0)
+    others = torch.stack([masks[[j for j in range(count) if j != i]].sum(0) for i in range(count)])
+    return others.movedim(0, dim)

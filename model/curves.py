@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from util.imagenet import denormalise
 from util.pictures import Chart, Series, label_grid, overlay, save_png, side_by_side
 
 CURVES_PNG = "curves.png"
 CURVES_JSON = "curves.json"
 #: curves with more points than this are drawn as lines without point markers
 MARKER_LIMIT = 60
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 
 class TrainingCurves:
@@ -96,9 +95,7 @@ def frame_tiles(rgb: torch.Tensor, masks: torch.Tensor, prob: torch.Tensor) -> n
     Returns:
         uint8 [H', W', 3] (tiles enlarged to at least 192 pixels, labels in 18-pixel text).
     """
-    mean = torch.tensor(_MEAN, device=rgb.device).view(1, 3, 1, 1)
-    std = torch.tensor(_STD, device=rgb.device).view(1, 3, 1, 1)
-    frames = ((rgb.float() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    frames = (denormalise(rgb.float()) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     rows = []
     for t in range(1, rgb.shape[0]):
         image = np.ascontiguousarray(frames[t])

@@ -30,50 +30,20 @@ def l2_affinity(mem_keys: torch.Tensor, query_keys: torch.Tensor, mem_sq: torch.
     return (dot - mem_sq.unsqueeze(-1)) / math.sqrt(mem_keys.shape[-2])
 
 
-def topk_weights(affinity: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k over the memory axis and a max-subtracted softmax over those k.
-
-    The official code exponentiates the raw top-k affinities, which overflows to
-    inf/NaN once an affinity exceeds ~88.7; subtracting the maximum gives the
-    same numbers whenever that code does not overflow (a documented deviation).
-
-    Args:
-        affinity: [N, M] (memory x query).
-
-    Returns:
-        (weights [k, M], indices [k, M]) with k = min(top_k, N).
-    """
-    values, indices = torch.topk(affinity, k=min(top_k, affinity.shape[0]), dim=0)
-    return torch.softmax(values, dim=0), indices
-
-
-def gather_readout(mem_values: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Sparse readout: each query mixes only its k selected memory values.
-
-    Same numbers as scattering the weights into a dense N x M matrix and
-    multiplying, at k/N of the cost.
-
-    Args:
-        mem_values: [O, Cv, N] values of O objects over the same memory keys.
-        weights, indices: [k, M] from :func:`topk_weights`.
-
-    Returns:
-        [O, Cv, M]
-    """
-    o, cv, _ = mem_values.shape
-    k, m = indices.shape
-    picked = mem_values.index_select(2, indices.reshape(-1)).view(o, cv, k, m)
-    return (picked * weights.to(picked.dtype)).sum(dim=2)
-
-
 def topk_affinity(
     mem_keys: torch.Tensor, query_keys: torch.Tensor, top_k: int, mem_sq: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`l2_affinity` + :func:`topk_weights`, query-major: the layout :func:`bag_readout` takes.
+    """:func:`l2_affinity`, top-k over the memory and a softmax over those k, query-major: the layout
+    :func:`bag_readout` takes.
 
     The affinity is built as one ``addmm`` in [M, N] so that top-k runs along
     contiguous memory; about 3x faster than the [N, M] form on the CPU at a
     few thousand memory elements. Same numbers up to float reassociation.
+
+    The softmax subtracts the maximum: the official code exponentiates the raw
+    top-k affinities, which overflows to inf/NaN once an affinity exceeds ~88.7;
+    subtracting the maximum gives the same numbers whenever that code does not
+    overflow (a documented deviation).
 
     Args:
         mem_keys: [Ck, N]; query_keys: [Ck, M]; mem_sq: optional ``||m_n||^2`` [N].
@@ -94,8 +64,8 @@ def topk_affinity(
 def bag_readout(mem_rows: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Top-k readout as one fused gather + weighted sum (``embedding_bag``), for O objects at once.
 
-    Same numbers as :func:`gather_readout` without materialising the
-    [O, Cv, k, M] gathered values (8-15x faster on the CPU).
+    Same numbers as gathering the [O, Cv, k, M] selected values and summing them
+    with their weights, without materialising them (8-15x faster on the CPU).
 
     Args:
         mem_rows: [O, N, Cv] memory values, one memory element per row.

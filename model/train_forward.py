@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from model.aggregate import aggregate_logits
+from model.aggregate import aggregate_logits, others_from_masks
 from model.losses import BootstrapSchedule, binary_iou, clip_dice_loss, image_loss, mask_iou, quality_loss
 from model.memory import softmax_readout
 from model.network import PCVOS
@@ -137,7 +137,7 @@ class PerClipUnroll(nn.Module):
         """
         batch, objects = obj_masks.shape[:2]
         masks = obj_masks.unsqueeze(2)  # [B, K, 1, H, W]
-        others = masks.sum(1, keepdim=True) - masks  # zeros for a single object
+        others = others_from_masks(masks, dim=1)  # zeros for a single object
         values = self.net.encode_value(
             image.repeat_interleave(objects, 0),
             f16.repeat_interleave(objects, 0),

@@ -6,7 +6,7 @@ fixed and split as ``global = world_size x accum_steps x micro_batch``.
 
 Exact resumption: every sample is a pure function of (seed, global sample
 index) and iteration ``i`` trains on samples ``[i G, (i + 1) G)``
-(:mod:`dataset.sampling`), so the data pipeline has no hidden state to save;
+(``dataset/training.py``), so the data pipeline has no hidden state to save;
 the checkpoint holds network, optimiser, scheduler, GradScaler, RNG states and
 the iteration, which is also the sampler position.
 """
@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
 import os
 import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dataset.sampling import CURRICULA, GapCurriculum, global_sample_indices
 from model.checkpoint import QUALITY_PREFIX, atomic_save, load_file, load_weights
 from model.curves import CURVES_JSON, CURVES_PNG, TrainingCurves, frame_tiles
 from model.encoders import load_imagenet_weights
@@ -234,50 +231,10 @@ def micro_batch_size(global_batch: int, world: int, accum: int) -> int:
 # --------------------------------------------------------------------------- data
 
 
-class IterationBatchSampler(Sampler[list[int]]):
-    """Micro-batches of global sample indices for iterations [start, stop) of one rank.
-
-    Replaces DistributedSampler: the rank split and the order are computed, not
-    shuffled, so the position is just the iteration number (see module doc).
-    """
-
-    def __init__(self, start: int, stop: int, global_batch: int, rank: int, world: int, accum: int) -> None:
-        self.start, self.stop = start, stop
-        self.global_batch, self.rank, self.world, self.accum = global_batch, rank, world, accum
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for it in range(self.start, self.stop):
-            yield from global_sample_indices(it, self.global_batch, self.rank, self.world, self.accum)
-
-    def __len__(self) -> int:
-        return (self.stop - self.start) * self.accum
-
-
-def build_dataset(config: TrainConfig) -> Dataset:
-    """The stage's dataset; raises DatasetNotFoundError naming a missing folder."""
-    if config.stage == 0:
-        from dataset.static_dataset import StaticDataset
-
-        return StaticDataset(config.static_root, config.crop_size, 1 + sum(config.clip_lengths), config.seed)
-    from dataset.video_dataset import VideoDataset, bl30k_source, davis_source, youtube_source
-
-    base = CURRICULA[config.stage]
-    curriculum = dataclasses.replace(base, low=config.gap_low, high=config.gap_high)
-    gap = functools.partial(_gap_at, curriculum=curriculum, total=config.iterations)
-    if config.stage == 1:
-        sources, min_scale, strict = [bl30k_source(config.bl30k_root)], 0.25, True
-    else:
-        sources, min_scale, strict = [davis_source(config.davis_root), youtube_source(config.youtube_root)], 0.36, False
-    if config.min_scale is not None:
-        min_scale = config.min_scale
-    return VideoDataset(
-        sources, config.crop_size, config.clip_lengths, gap, config.intra_gap,
-        config.batch_size, min_scale, strict, config.seed,
-    )
-
-
-def _gap_at(iteration: int, curriculum: GapCurriculum, total: int) -> int:
-    return curriculum(iteration, total)
+#: What the trainer is handed to read its data: ``(resolved config, start, stop, rank, world, pin_memory)`` ->
+#: micro-batches (dicts of tensors) for iterations [start, stop) of this process; ``train.py`` hands it
+#: ``dataset.training.training_loader``.
+DataFactory = Callable[[TrainConfig, int, int, int, int, bool], Iterable[dict]]
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -370,8 +327,9 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
 class Trainer:
     """One training run. Use :func:`train` unless you need the pieces."""
 
-    def __init__(self, config: TrainConfig, log: Callable[[str], None] = print) -> None:
+    def __init__(self, config: TrainConfig, data: DataFactory, log: Callable[[str], None] = print) -> None:
         self.config = config = resolve(config)
+        self.data = data
         self.dist, self.device = init_distributed(config.device)
         self.precision = _resolve_precision(config.precision, self.device)
         self.log = log if self.dist.main else (lambda _msg: None)
@@ -460,18 +418,9 @@ class Trainer:
             self.log(f"note: --weights {self.config.weights} ignored: the --resume checkpoint holds the weights"
                      f"{origin}")
 
-    def _loader(self, start: int, stop: int) -> DataLoader:
-        dataset = build_dataset(self.config)
-        sampler = IterationBatchSampler(
-            start, stop, self.config.batch_size, self.dist.rank, self.dist.world, self.config.accum_steps
-        )
-        workers = self.config.num_workers
-        return DataLoader(
-            dataset, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
-            persistent_workers=False, prefetch_factor=2 if workers else None,
-        )
+    def _loader(self, start: int, stop: int) -> Iterable[dict]:
+        return self.data(self.config, start, stop, self.dist.rank, self.dist.world, self.device.type == "cuda")
 
-    # -- checkpoints -----------------------------------------------------------------------
     def training_state(self, iteration: int) -> dict:
         """Everything needed to continue exactly after ``iteration`` completed iterations."""
         return {
@@ -678,9 +627,12 @@ def export_final(checkpoint: str | Path) -> Path:
     return final
 
 
-def train(config: TrainConfig, callback: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Run (or resume) one training stage; returns the final weights' path and per-iteration losses."""
-    trainer = Trainer(config)
+def train(
+    config: TrainConfig, data: DataFactory, callback: Callable[[int, dict], None] | None = None
+) -> TrainResult:
+    """Run (or resume) one training stage on ``data`` (see :data:`DataFactory`); returns the final weights'
+    path and per-iteration losses."""
+    trainer = Trainer(config, data)
     try:
         return trainer.train(callback)
     finally:

@@ -108,7 +108,7 @@ def run_one(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    from dataset.frames import normalise
+    from dataset.frames import prepare_image
     from dataset.synthetic import SyntheticConfig, iter_frames
     from inference.engine import EngineConfig, FrameInput, PCVOSEngine, prepare_network
     from inference.memory_strategies import DEFAULT_MAX_FRAMES, MemoryOptions
@@ -147,7 +147,7 @@ def run_one(spec: dict) -> dict:
                 if t % spec["eval_every"] == 0 and t > 0:
                     gt_masks[t] = mask
                 label = torch.from_numpy(mask.astype(np.int64)) if t == 0 else None
-                item = FrameInput(t, normalise(rgb), label)
+                item = FrameInput(t, prepare_image(rgb, -1), label)
             yield item
 
     if device.type == "cuda":
@@ -157,8 +157,9 @@ def run_one(spec: dict) -> dict:
     samples, clock = [], []  # clock: engine (wall, CPU) seconds elapsed at each result
     warm = iter_frames(config)  # one untimed clip first: lazy initialisation is not a per-frame cost
     warm_frames = [next(warm) for _ in range(spec["clip_length"] + 1)]
-    for _ in engine.segment(FrameInput(t, normalise(rgb), torch.from_numpy(m.astype(np.int64)) if t == 0 else None)
-                            for t, (rgb, m) in enumerate(warm_frames)):
+    warm_inputs = (FrameInput(t, prepare_image(rgb, -1), torch.from_numpy(m.astype(np.int64)) if t == 0 else None)
+                   for t, (rgb, m) in enumerate(warm_frames))
+    for _ in engine.segment(warm_inputs):
         pass
     del warm, warm_frames
     timer.start()

@@ -10,7 +10,7 @@ Protocol (every figure of docs/benchmarks.md comes from it):
   frame 0 and every frame is segmented (T frames counted, as the released
   ``--time`` flag counts);
 * for each clip length L, each precision, and (``--baseline``) the
-  official-like core (``inference/official_like.py``: OUR re-enactment of how
+  official-like core (``scripts/official_like.py``: OUR re-enactment of how
   the released code is organised, not the released code): ``--warmup``
   untimed runs on a short video, then ``--repeats`` timed runs of the whole
   video; the variants are interleaved within every repeat so that load from
@@ -58,13 +58,14 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from dataset.benchmarks import generic_benchmark, run_benchmark  # noqa: E402
-from dataset.frames import list_frames, normalise, read_rgb  # noqa: E402
-from inference import official_like as official_like_module  # noqa: E402
+from dataset.benchmarks import generic_benchmark  # noqa: E402
+from dataset.frames import list_frames, prepare_image, read_rgb  # noqa: E402
+from inference.benchmark_run import run_benchmark  # noqa: E402
 from inference.cli import load_network  # noqa: E402
 from inference.engine import EngineConfig, FrameInput, PCVOSEngine, prepare_network  # noqa: E402
-from inference.official_like import OfficialLikeCore, masks_from_probabilities  # noqa: E402
 from model.network import PCVOS, PCVOSConfig  # noqa: E402
+from scripts import official_like as official_like_module  # noqa: E402
+from scripts.official_like import OfficialLikeCore, masks_from_probabilities  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
 from util.recipe_weights import apply_recipe  # noqa: E402
@@ -268,7 +269,7 @@ def engine_benchmark(args: argparse.Namespace, device: torch.device, log: Callab
     interleaved timed runs. One row per (L, variant)."""
     height, width = args.size
     video, label_np = make_video(args.frames, height, width, args.objects)
-    images = torch.stack([normalise(f) for f in video])
+    images = torch.stack([prepare_image(f, -1) for f in video])
     label = torch.from_numpy(label_np.astype(np.int64))
 
     ours_net = build_network(args.model, device)
@@ -410,7 +411,7 @@ class _WholeVideos(Dataset):
     def __getitem__(self, index: int) -> dict:
         folder = self.videos[index]
         frames = list_frames(folder)
-        images = torch.stack([normalise(read_rgb(p)) for p in frames])
+        images = torch.stack([prepare_image(read_rgb(p), -1) for p in frames])
         label = read_index_png(self.root / "Annotations" / folder.name / f"{frames[0].stem}.png")
         return {"name": folder.name, "stems": [p.stem for p in frames], "images": images,
                 "label": torch.from_numpy(label.astype(np.int64))}
@@ -654,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "memory_read": args.memory_read,
         "engine_flags": _optional_engine_flags(args),
-        "baseline": f"{BASELINE}: inference/official_like.py, our re-enactment of the released core's structure",
+        "baseline": f"{BASELINE}: scripts/official_like.py, our re-enactment of the released core's structure",
         "load_average_before": _load_average(),
     }
     result["engine"] = [] if args.no_engine else engine_benchmark(args, device, log)

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from dataset.benchmarks import davis_benchmark, run_benchmark  # noqa: E402
+from dataset.benchmarks import davis_benchmark  # noqa: E402
+from inference.benchmark_run import run_benchmark  # noqa: E402
 from inference.engine import EngineConfig, PCVOSEngine, prepare_network  # noqa: E402
 from model.checkpoint import build_model  # noqa: E402
 from util.errors import run_cli  # noqa: E402

@@ -28,7 +28,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import train  # noqa: E402
-from dataset.benchmarks import davis_benchmark, run_benchmark, score_benchmark  # noqa: E402
+from dataset.benchmarks import davis_benchmark  # noqa: E402
 from dataset.synthetic import (  # noqa: E402
     SyntheticConfig,
     make_split,
@@ -36,6 +36,7 @@ from dataset.synthetic import (  # noqa: E402
     write_davis,
     write_youtube_train,
 )
+from inference.benchmark_run import run_benchmark, score_benchmark  # noqa: E402
 from inference.engine import EngineConfig, PCVOSEngine, prepare_network  # noqa: E402
 from model.checkpoint import build_model, recommend_settings  # noqa: E402
 from model.trainer import TrainConfig, export_final  # noqa: E402

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from model.network import PCVOS, PCVOSConfig
+
 REPO = Path(__file__).resolve().parents[1]
 # Reference material the headline tests compare against (official outputs, the official
 # state_dict layout, the DAVIS toolkit's numbers); tests/data/README.md says what each file is.
@@ -38,3 +40,13 @@ def load_expected(name: str) -> dict:
     """The official outputs of one parity case (arrays of ``expected.npz``)."""
     with np.load(parity_case(name) / "expected.npz") as data:
         return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    """A small random PCVOS saved as a train.py-style checkpoint (rebuilt by model/checkpoint); seeds torch."""
+    torch.manual_seed(0)
+    config = PCVOSConfig.small()
+    path = tmp_path_factory.mktemp("model") / "small.pth"
+    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
+    return path

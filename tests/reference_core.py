@@ -1,37 +1,34 @@
-"""A deliberately naive per-clip core written straight from the released per-clip core's rules.
+"""The tests' one naive reference: a per-clip core written straight from the released core's rules,
+and the plain top-k readout the engine's fused readouts are checked against.
 
-Test-only: one memory bank per object, dense scatter readout, PMM frame by
-frame, one refinement and decoder call per object, a full probability buffer
-for the whole video. Slow and simple, so that the engine's grouping,
-batching, streaming and padding can be checked against it.
+One memory bank per object, dense scatter readout (``scripts/official_like.py``'s,
+the timing baseline's), PMM frame by frame, one refinement and decoder call per
+object, a full probability buffer for the whole video, several annotated frames.
+Slow and simple, so that the engine's grouping, batching, streaming and padding
+can be checked against it.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from inference.padding import compute_pad, pad, unpad
-from model.aggregate import aggregate
+from model.aggregate import aggregate, others_from_masks
+from scripts.official_like import dense_topk_readout
 
 
-def dense_topk_readout(mk: torch.Tensor, mv: torch.Tensor, qk: torch.Tensor, k: int) -> torch.Tensor:
-    """mk [Ck, N], mv [Cv, N], qk [Ck, HW] -> [Cv, HW] via a dense N x HW weight matrix."""
-    a = mk.pow(2).sum(0)[:, None]
-    b = 2 * mk.t() @ qk
-    affinity = (b - a) / math.sqrt(mk.shape[0])
-    values, indices = torch.topk(affinity, k=min(k, affinity.shape[0]), dim=0)
-    weights = torch.softmax(values, dim=0)
-    dense = torch.zeros_like(affinity).scatter_(0, indices, weights)
-    return mv @ dense
+def topk_weights(affinity: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over the memory axis of an [N, M] affinity and a softmax over those k: (weights, indices) [k, M]."""
+    values, indices = torch.topk(affinity, k=min(top_k, affinity.shape[0]), dim=0)
+    return torch.softmax(values, dim=0), indices
 
 
-def others(masks: torch.Tensor) -> torch.Tensor:
-    n = masks.shape[0]
-    if n == 1:
-        return torch.zeros_like(masks)
-    return torch.stack([masks[[j for j in range(n) if j != i]].sum(0) for i in range(n)])
+def gather_readout(mem_values: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Sparse readout: mem_values [O, Cv, N] mixed by the k selected weights per query -> [O, Cv, M]."""
+    o, cv, _ = mem_values.shape
+    k, m = indices.shape
+    picked = mem_values.index_select(2, indices.reshape(-1)).view(o, cv, k, m)
+    return (picked * weights.to(picked.dtype)).sum(dim=2)
 
 
 @torch.no_grad()
@@ -50,7 +47,7 @@ def reference_segment(net, images, labels, num_objects, clip_length, parallel=Fa
     def encode_values(t, key_f16):
         masks = prob[enabled, t].unsqueeze(1)
         img = images[t : t + 1].expand(len(enabled), -1, -1, -1)
-        return net.encode_value(img, key_f16.expand(len(enabled), -1, -1, -1), masks, others(masks))
+        return net.encode_value(img, key_f16.expand(len(enabled), -1, -1, -1), masks, others_from_masks(masks))
 
     for li, f in enumerate(label_frames):
         end = label_frames[li + 1] + 1 if li + 1 < len(label_frames) else t_total

@@ -10,12 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dataset.frames import prepare_image
 from inference.engine import EngineConfig, FrameInput, PCVOSEngine, prepare_network
-from inference.official_like import OfficialLikeCore
-from model.memory import bag_readout, gather_readout, l2_affinity, topk_affinity, topk_weights
+from model.memory import bag_readout, l2_affinity, topk_affinity
 from model.network import PCVOS, PCVOSConfig
 from model.refine import effective_window, shift_attention_mask, window_partition, window_reverse
 from scripts import benchmark
+from scripts.official_like import OfficialLikeCore
+from tests.reference_core import gather_readout, topk_weights
 from util.recipe_weights import apply_recipe
 
 
@@ -28,7 +30,7 @@ def small_net():
 def video():
     """A generated 3-object scene at 64x112: uint8 frames [T, H, W, 3], normalised [T, 3, H, W], label [H, W]."""
     frames, label = benchmark.make_video(8, 64, 112, 3, seed=1)
-    images = torch.stack([benchmark.normalise(f) for f in frames])
+    images = torch.stack([prepare_image(f, -1) for f in frames])
     return frames, images, torch.from_numpy(label.astype(np.int64))
 
 
@@ -69,7 +71,7 @@ def test_bf16_masks_agree_with_fp32():
     """
     net = apply_recipe(PCVOS()).eval()
     frames, label = benchmark.make_video(5, 48, 80, 2, seed=1)
-    images = torch.stack([benchmark.normalise(f) for f in frames])
+    images = torch.stack([prepare_image(f, -1) for f in frames])
     label = torch.from_numpy(label.astype(np.int64))
     fp32 = run(net, images, label, 2, clip_length=2)[:, 1:]
     bf16 = run(net, images, label, 2, clip_length=2, precision="bf16")[:, 1:]

@@ -179,6 +179,18 @@ def test_decay_edges_and_statistics_small_n() -> None:
     assert dm.db_statistics(np.array([1.0, 0.8, 0.6, 0.4, 0.0]))[2] == pytest.approx(0.9 - 0.2)
 
 
+def jaccard(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Full-frame region similarity J = |G & P| / |G | P| of two binary [H, W] masks; 1.0 if both are empty."""
+    union = int(np.count_nonzero(gt | pred))
+    return 1.0 if union == 0 else int(np.count_nonzero(gt & pred)) / union
+
+
+def f_measure(gt: np.ndarray, pred: np.ndarray, bound_th: float = dm.BOUND_TH) -> float:
+    """Full-frame boundary F with the toolkit's radius for the frame size (the reference for the cropped one)."""
+    radius = dm.boundary_radius(pred.shape[0], pred.shape[1], bound_th)
+    return dm._f_from_boundaries(dm.seg2bmap(gt), dm.seg2bmap(pred), radius)
+
+
 def test_hand_checked_j_and_f() -> None:
     # 10x10 frame -> radius ceil(0.008 * 14.1) = 1 (a plus-shaped disk).
     gt = np.zeros((10, 10), bool)
@@ -186,21 +198,21 @@ def test_hand_checked_j_and_f() -> None:
     pred = np.zeros((10, 10), bool)
     pred[2:5, 4:7] = True
     # overlap: column 4 (3 px); union 15 px.
-    assert dm.jaccard(gt, pred) == pytest.approx(3 / 15)
+    assert jaccard(gt, pred) == pytest.approx(3 / 15)
     # Both boundaries are 12-px 4x4 outlines (rows 1-4) at columns 1-4 and 3-6; 8 of the 12
     # pixels of each lie within one plus-step of the other -> P = R = 2/3.
-    assert dm.f_measure(gt, pred) == pytest.approx(2 / 3)
+    assert f_measure(gt, pred) == pytest.approx(2 / 3)
     assert dm.object_frame_scores(gt, pred, 1) == pytest.approx((3 / 15, 2 / 3))
 
 
 def test_empty_conventions() -> None:
     empty, full = np.zeros((20, 30), bool), np.ones((20, 30), bool)
-    assert dm.jaccard(empty, empty) == 1.0 and dm.f_measure(empty, empty) == 1.0
+    assert jaccard(empty, empty) == 1.0 and f_measure(empty, empty) == 1.0
     # full-frame prediction vs empty GT: no boundary on either side -> J = 0 but F = 1
-    assert dm.jaccard(empty, full) == 0.0 and dm.f_measure(empty, full) == 1.0
+    assert jaccard(empty, full) == 0.0 and f_measure(empty, full) == 1.0
     blob = empty.copy()
     blob[5:10, 5:10] = True
-    assert dm.f_measure(blob, empty) == 0.0 and dm.f_measure(empty, blob) == 0.0
+    assert f_measure(blob, empty) == 0.0 and f_measure(empty, blob) == 0.0
     assert dm.object_frame_scores(empty, empty, 1) == (1.0, 1.0)
 
 
@@ -237,7 +249,7 @@ def test_cropped_scores_equal_full_frame_and_brute_force() -> None:
                 mask[:] = True
         r = dm.boundary_radius(h, w, 0.05)  # larger than DAVIS so the tolerance matters here
         j, f = dm.object_frame_scores(gt, pred, r)
-        assert j == dm.jaccard(gt, pred), trial
+        assert j == jaccard(gt, pred), trial
         assert f == dm._f_from_boundaries(dm.seg2bmap(gt), dm.seg2bmap(pred), r), trial
         assert f == pytest.approx(_brute_force_f(gt, pred, r), abs=1e-12), trial
 

@@ -24,8 +24,10 @@ import eval_youtube
 import inference_pretrained_pcvos
 import segment
 from dataset import synthetic as syn
-from dataset.benchmarks import MaskReader, parse_mask_arg, segment_stream
+from dataset.benchmarks import parse_mask_arg
+from dataset.masks import MaskReader
 from inference.engine import EngineConfig, PCVOSEngine, prepare_network
+from inference.runner import segment_stream
 from model.network import PCVOS, PCVOSConfig
 from util import davis_metrics as dm
 from util.errors import run_cli
@@ -42,13 +44,9 @@ FAST = ["--device", "cpu", "--workers", "0"]
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    """A small random PCVOS saved as a train.py-style checkpoint (rebuilt by model/checkpoint)."""
-    torch.manual_seed(0)
-    config = PCVOSConfig.small()
-    path = tmp_path_factory.mktemp("model") / "small.pth"
-    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
-    return path
+def model(small_model: Path) -> Path:
+    """The small random checkpoint of tests/conftest.py."""
+    return small_model
 
 
 def _davis_videos(frames: int = 6) -> list[syn.VideoSpec]:

@@ -157,15 +157,6 @@ def _interrupt(argv: list[str], started: Callable[[], bool], timeout: float = 30
 # --------------------------------------------------------------------------- bad inputs, every benchmark driver
 
 
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = PCVOSConfig.small()
-    path = tmp_path_factory.mktemp("model") / "small.pth"
-    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
-    return path
-
-
 def _config() -> syn.SyntheticConfig:
     return syn.SyntheticConfig(num_frames=6, height=H, width=W, num_objects=1, num_distractors=0, seed=5)
 

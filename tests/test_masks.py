@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import segment
@@ -24,7 +23,6 @@ from dataset import synthetic as syn
 from dataset.benchmarks import generic_benchmark, merge_objects, read_user_masks
 from dataset.frames import VideoSource, frame_loader, label_palette, label_values, video_from_folders
 from dataset.masks import MaskError, MaskReader, check_antialiasing, read_mask
-from model.network import PCVOS, PCVOSConfig
 from util.palette import davis_palette, write_index_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,15 +264,6 @@ def test_davis2016_merge_reads_by_the_same_rules(tmp_path):
 
 
 # --------------------------------------------------------------------------- drivers
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = PCVOSConfig.small()
-    path = tmp_path_factory.mktemp("model") / "small.pth"
-    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
-    return path
 
 
 def test_segment_refuses_blurred_and_antialiased_masks_before_any_work(tmp_path):

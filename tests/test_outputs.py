@@ -32,8 +32,9 @@ import eval_generic
 import eval_youtube
 import segment
 from dataset import synthetic as syn
-from dataset.benchmarks import davis_sequences, write_submission_zip
+from dataset.benchmarks import davis_sequences
 from dataset.frames import video_from_folders
+from inference.benchmark_run import write_submission_zip
 from inference.engine import EngineConfig, PCVOSEngine
 from inference.runner import segment_source
 from model.network import PCVOS, PCVOSConfig
@@ -48,13 +49,9 @@ ESCAPING = ["..", ".", "", "../escape", "../../escape", "a/b", "a\\b", "/etc", "
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    """A small random PCVOS saved as a train.py-style checkpoint."""
-    torch.manual_seed(0)
-    config = PCVOSConfig.small()
-    path = tmp_path_factory.mktemp("model") / "small.pth"
-    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
-    return path
+def model(small_model: Path) -> Path:
+    """The small random checkpoint of tests/conftest.py."""
+    return small_model
 
 
 def _snapshot(root: Path, skip: Path | None = None) -> dict[str, str]:

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from dataset import synthetic as syn
+from dataset import synthetic_scene
 from scripts import make_synthetic
 from util.palette import read_index_png
 
@@ -122,7 +123,7 @@ def test_distractors_exist_look_alike_and_are_unlabelled() -> None:
     # Drawn distractor pixels exist in the frame but carry label 0.
     drawn = np.zeros_like(mask)
     for obj in distractors:
-        syn._paste(np.zeros_like(frame), drawn, replace(obj, label=9), 0)
+        synthetic_scene._paste(np.zeros_like(frame), drawn, replace(obj, label=9), 0)
     assert np.count_nonzero(drawn == 9) > 0 and not (mask[drawn == 9] == 1).all()
     # Same colour family: mean sprite colours within a small distance of the target's.
     def mean_colour(obj: syn.SceneObject) -> np.ndarray:

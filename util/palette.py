@@ -66,12 +66,3 @@ def write_index_png(path: str | Path, mask: np.ndarray, palette: np.ndarray | No
     tmp = path.with_name(f".{path.name}.tmp")
     image.save(tmp, format="PNG")
     tmp.replace(path)
-
-
-def read_palette(path: str | Path) -> np.ndarray | None:
-    """The palette of a palette PNG as uint8 [N, 3], or None for other modes."""
-    with Image.open(path) as image:
-        if image.mode != "P":
-            return None
-        raw = image.getpalette()
-    return None if raw is None else np.asarray(raw, dtype=np.uint8).reshape(-1, 3)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.benchmarks import MaskReader
+from dataset.masks import MaskReader
 from inference.interactive.frames import FrameCache
 from util.palette import davis_palette, read_index_png, write_index_png
 from util.pictures import OVERLAY_ALPHA, overlay

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from inference.padding import compute_pad, pad, unpad
-from model.aggregate import EPS, aggregate
+from model.aggregate import EPS, aggregate, others_from_masks
 from model.network import PCVOS
 
 
@@ -44,13 +44,6 @@ def dense_topk_readout(mem_keys: torch.Tensor, mem_values: torch.Tensor, query: 
     values, indices = torch.topk(affinity, k=min(k, affinity.shape[0]), dim=0)
     weights = torch.softmax(values, dim=0)
     return mem_values @ affinity.zero_().scatter_(0, indices, weights)
-
-
-def _others(masks: torch.Tensor) -> torch.Tensor:
-    count = masks.shape[0]
-    if count == 1:
-        return torch.zeros_like(masks)
-    return torch.stack([masks[[j for j in range(count) if j != i]].sum(0) for i in range(count)])
 
 
 class OfficialLikeCore:
@@ -113,7 +106,7 @@ class OfficialLikeCore:
         masks = masks.unsqueeze(1)
         count = masks.shape[0]
         values = self.net.encode_value(
-            image.expand(count, -1, -1, -1), f16.expand(count, -1, -1, -1), masks, _others(masks)
+            image.expand(count, -1, -1, -1), f16.expand(count, -1, -1, -1), masks, others_from_masks(masks)
         )
         for i, obj in enumerate(sorted(banks)):
             banks[obj].append((key.flatten(1), values[i].flatten(1)))
