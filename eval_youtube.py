@@ -1,6 +1,6 @@
 """Segment YouTube-VOS 2018 / 2019 (valid or test) and pack the submission zip.
 
-    python eval_youtube.py --yv-path ../YouTube --split valid --output results/yv19 -L 5
+    python eval_youtube.py --youtube-root ../YouTube --split valid --output results/yv19 -L 5
 
 Reads every 30-fps frame from all_frames/<split>_all_frames/JPEGImages (the released
 --predict_all protocol) and the first-appearance masks from <split>/Annotations; objects
@@ -21,16 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dataset.benchmarks import YOUTUBE_SPLITS, run_benchmark, summary_line, youtube_benchmark  # noqa: E402
 from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
 from inference.preflight import preflight_benchmark  # noqa: E402
+from util.arguments import add_alias, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--yv-path", required=True, type=Path,
-                        help="YouTube-VOS root with <split>/meta.json, <split>/Annotations and all_frames/")
-    parser.add_argument("--split", choices=YOUTUBE_SPLITS, default="valid", help="default valid")
-    parser.add_argument("--output", required=True, type=Path, help="results root: <output>/Annotations/<vid>/")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
+    add_alias(parser, parser.add_argument(
+        "--youtube-root", required=True, type=Path, metavar="FOLDER",
+        help="YouTube-VOS root with <split>/meta.json, <split>/Annotations and all_frames/"), "--yv-path")
+    parser.add_argument("--split", choices=YOUTUBE_SPLITS, default="valid", help="dataset split (default valid)")
+    add_alias(parser, parser.add_argument("--output", required=True, type=Path, metavar="FOLDER",
+                                          help="results root: <output>/Annotations/<vid>/"), "--out")
     parser.add_argument("--zip", type=Path, default=None, help="submission zip (default <output>.zip)")
     parser.add_argument("--no-zip", action="store_true", help="do not write the submission zip")
     parser.add_argument("--required-only", action="store_true",
@@ -40,14 +44,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_shard_arg(parser)
     add_engine_args(parser)
     add_mask_args(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
     args.device = shard_device(args.device)
-    bench = youtube_benchmark(args.yv_path, args.split, args.output, args.required_only, args.output_all, args.zip,
+    bench = youtube_benchmark(args.youtube_root, args.split, args.output, args.required_only, args.output_all, args.zip,
                               args.mask_values)
     if args.no_zip:
         bench.zip_path = None

@@ -1,7 +1,7 @@
 """Reproduce the released PCVOS evaluation: one model, several clip lengths L, several benchmarks.
 
     python inference_pretrained_pcvos.py --model saves/s03_pcvos_ytvos.pth \
-        --benchmarks youtube2019 youtube2018 --yv-path ../YouTube --yv2018-path ../YouTube2018 \
+        --benchmarks youtube2019 youtube2018 --youtube-root ../YouTube --youtube2018-root ../YouTube2018 \
         --clip-lengths 5 10 15 25 --output results/sweep
 
 The network is loaded once; for each L an engine is built on the same network and every
@@ -43,6 +43,7 @@ from inference.cli import (  # noqa: E402
 )
 from inference.engine import PCVOSEngine, prepare_network  # noqa: E402
 from inference.preflight import check_annotations, check_output_file, check_output_folder  # noqa: E402
+from util.arguments import add_alias, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
@@ -50,32 +51,46 @@ BENCHMARKS = ("davis2017", "davis2016", "youtube2019", "youtube2018", "generic")
 RELEASED_CLIP_LENGTHS = (5, 10, 15, 25)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clip-lengths", type=int, nargs="+", default=list(RELEASED_CLIP_LENGTHS),
-                        help="values of L to sweep (default 5 10 15 25, as released)")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
+    # -L is accepted as another name of --clip-lengths: a sweep has no single L
+    add_alias(parser, parser.add_argument(
+        "--clip-lengths", type=int, nargs="+", default=list(RELEASED_CLIP_LENGTHS), metavar="L",
+        help="values of L to sweep (default 5 10 15 25, as released)"), "-L", "--clip-length")
     parser.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, default=["youtube2019", "youtube2018"],
                         help="benchmarks to run for every L (default: youtube2019 youtube2018, as released)")
-    parser.add_argument("--output", required=True, type=Path, help="results root: <output>/L<L>/<benchmark>/")
+    add_alias(parser, parser.add_argument("--output", required=True, type=Path, metavar="FOLDER",
+                                          help="results root: <output>/L<L>/<benchmark>/"), "--out")
     roots = parser.add_argument_group("dataset roots")
-    roots.add_argument("--davis-path", type=Path, help="DAVIS 2017 folder (trainval/ or its parent)")
-    roots.add_argument("--davis2016-path", type=Path, help="DAVIS 2016 folder (default: --davis-path, ImageSets/2016)")
+    for flag, old, text in (
+        ("--davis-root", "--davis-path", "DAVIS 2017 folder (trainval/ or its parent)"),
+        ("--davis2016-root", "--davis2016-path", "DAVIS 2016 folder (default: --davis-root, ImageSets/2016)"),
+        ("--youtube-root", "--yv-path", "YouTube-VOS 2019 root"),
+        ("--youtube2018-root", "--yv2018-path", "YouTube-VOS 2018 root"),
+        ("--generic-root", "--generic-path", "dataset root with JPEGImages/ and Annotations/"),
+    ):
+        add_alias(roots, roots.add_argument(flag, type=Path, metavar="FOLDER", help=text), old)
     roots.add_argument("--davis-split", default="val", help="DAVIS split (default val)")
-    roots.add_argument("--davis-size", type=int, default=-1, help="DAVIS working short side (default -1 = as is)")
-    roots.add_argument("--yv-path", type=Path, help="YouTube-VOS 2019 root")
-    roots.add_argument("--yv2018-path", type=Path, help="YouTube-VOS 2018 root")
-    roots.add_argument("--yv-split", default="valid", choices=("valid", "test"), help="default valid")
-    roots.add_argument("--generic-path", type=Path, help="generic root with JPEGImages/ and Annotations/")
+    roots.add_argument("--davis-size", type=int, default=-1, metavar="PIXELS",
+                       help="short side of the DAVIS frames to work at; -1 keeps them as they are (default -1)")
+    add_alias(roots, roots.add_argument("--youtube-split", default="valid", choices=("valid", "test"),
+                                        help="YouTube-VOS split (default valid)"), "--yv-split")
     roots.add_argument("--required-only", action="store_true", help="YouTube-VOS: segment only meta.json frames")
     roots.add_argument("--no-zip", action="store_true", help="YouTube-VOS: skip the submission zips")
-    add_engine_args(parser)
+    add_engine_args(parser, clip_length=False)
     add_mask_args(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    needs = {"davis2017": "davis_path", "youtube2019": "yv_path", "youtube2018": "yv2018_path",
-             "generic": "generic_path"}
+    needs = {"davis2017": "davis_root", "youtube2019": "youtube_root", "youtube2018": "youtube2018_root",
+             "generic": "generic_root"}
     for name in args.benchmarks:
-        if name == "davis2016" and args.davis2016_path is None and args.davis_path is None:
-            parser.error("--benchmarks davis2016 needs --davis2016-path (or --davis-path)")
+        if name == "davis2016" and args.davis2016_root is None and args.davis_root is None:
+            parser.error("--benchmarks davis2016 needs --davis2016-root (or --davis-root)")
         if name in needs and getattr(args, needs[name]) is None:
             parser.error(f"--benchmarks {name} needs --{needs[name].replace('_', '-')}")
     if any(length < 1 for length in args.clip_lengths):
@@ -86,20 +101,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_benchmark(name: str, args: argparse.Namespace, output: Path, scratch: Path) -> tuple[Benchmark, int]:
     """(benchmark, working size) for one benchmark name."""
     if name == "davis2017":
-        bench = davis_benchmark(args.davis_path, "2017", args.davis_split, output, None, args.mask_values)
+        bench = davis_benchmark(args.davis_root, "2017", args.davis_split, output, None, args.mask_values)
         return bench, args.davis_size
     if name == "davis2016":
-        root = args.davis2016_path or args.davis_path
+        root = args.davis2016_root or args.davis_root
         bench = davis_benchmark(root, "2016", args.davis_split, output, scratch / "davis2016", args.mask_values)
         return bench, args.davis_size
     if name in ("youtube2019", "youtube2018"):
-        root = args.yv_path if name == "youtube2019" else args.yv2018_path
-        bench = youtube_benchmark(root, args.yv_split, output, args.required_only, mask_values=args.mask_values)
+        root = args.youtube_root if name == "youtube2019" else args.youtube2018_root
+        bench = youtube_benchmark(root, args.youtube_split, output, args.required_only, mask_values=args.mask_values)
         if args.no_zip:
             bench.zip_path = None
-        bench.name = f"{name}-{args.yv_split}"
+        bench.name = f"{name}-{args.youtube_split}"
         return bench, args.size
-    return generic_benchmark(args.generic_path, output, mask_values=args.mask_values), args.size
+    return generic_benchmark(args.generic_root, output, mask_values=args.mask_values), args.size
 
 
 class PeakMemory:

@@ -27,19 +27,25 @@ from inference.cli import (  # noqa: E402
 from inference.interactive.propagate import Propagator  # noqa: E402
 from inference.interactive.server import create_app  # noqa: E402
 from inference.interactive.session import Settings  # noqa: E402
+from util.arguments import new_parser  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the "
                              "app, which reads and writes files as you, to the network)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--workdir", type=Path, default=Path("interactive_sessions"),
+    parser.add_argument("--workdir", type=Path, default=Path("interactive_sessions"), metavar="FOLDER",
                         help="folder of the session folders (default ./interactive_sessions)")
     add_engine_args(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def build_app(args: argparse.Namespace):

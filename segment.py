@@ -28,23 +28,31 @@ import numpy as np  # noqa: E402
 from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, segment_stream  # noqa: E402
 from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
 from inference.preflight import check_output_file, check_output_folder  # noqa: E402
+from util.arguments import add_alias, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.progress import progress  # noqa: E402
 from util.video_io import OverlayWriter, overlay  # noqa: E402
 from util.writer import AtomicFolder, MaskWriter, write_stamp  # noqa: E402
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
     parser.add_argument("--video", required=True, type=Path, help="video file (.mp4, .avi, ...) or folder of frames")
     parser.add_argument("--mask", required=True, action="append", metavar="[FRAME:]PATH",
                         help="mask PNG for frame 0, or FRAME:PATH for objects appearing at FRAME; repeatable")
-    parser.add_argument("--output", type=Path, help="folder for the mask PNGs")
-    parser.add_argument("--overlay", type=Path, help="write an overlay video (mp4) here")
+    add_alias(parser, parser.add_argument("--output", type=Path, metavar="FOLDER",
+                                          help="folder for the mask PNGs (default: none written)"), "--out")
+    parser.add_argument("--overlay", type=Path, metavar="MP4", help="write an overlay video here (default: none)")
     parser.add_argument("--fps", type=float, default=None,
                         help="overlay frame rate (default: the video's, or 25 for a frame folder)")
     add_engine_args(parser)
     add_mask_args(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.output is None and args.overlay is None:
         parser.error("nothing to write: give --output DIR and/or --overlay OUT.mp4")

@@ -24,26 +24,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from model.trainer import STAGE_PRESETS, NonFiniteLossError, TrainConfig, TrainResult, train
+from util.arguments import add_alias, new_parser
 from util.errors import error_text, run_cli
 
 __all__ = ["TrainConfig", "TrainResult", "build_parser", "config_from_args", "main", "run", "run_full"]
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Ends each flag's help with its default: the value, 'off' for a switch; a flag whose default is
-    computed (None) says it in its own words (tests/test_training.py checks that every flag does)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if not action.option_strings or action.default is argparse.SUPPRESS or "default" in text:
-            return text
-        if isinstance(action, argparse._StoreTrueAction):
-            return f"{text} (default: off)"
-        if action.default is None:
-            return text
-        value = action.default
-        shown = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
-        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,10 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"x0.1 at iteration {', '.join(map(str, p['lr_steps']))}"
         for s, p in STAGE_PRESETS.items()
     )
-    parser = argparse.ArgumentParser(
-        description="Train PCVOS (per-clip training, docs/training.md). Stage presets -- " + presets + ".",
-        formatter_class=_HelpFormatter,
-    )
+    # util.arguments' help ends each flag's text with its default; a flag whose default is computed (None)
+    # says it in its own words (tests/test_training.py checks that every flag does)
+    parser = new_parser("Train PCVOS (per-clip training, docs/training.md). Stage presets -- " + presets + ".")
     d = TrainConfig()
     its = {s: p["iterations"] for s, p in STAGE_PRESETS.items()}
     steps = {s: p["lr_steps"][0] for s, p in STAGE_PRESETS.items()}
@@ -91,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-scale", type=float, metavar="FRACTION",
                         help="smallest crop area of RandomResizedCrop, as a fraction of the frame's area "
                              "(default: 0.36; 0.25 for BL30K)")
-    parser.add_argument("--num-workers", type=int, default=d.num_workers, metavar="N",
-                        help="data-loader worker processes per training process (0: load in the training process)")
+    add_alias(parser, parser.add_argument(
+        "--workers", dest="num_workers", type=int, default=d.num_workers, metavar="N",
+        help="data-loader worker processes per training process (0: load in the training process)"), "--num-workers")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision,
                         help="arithmetic precision; auto = fp32 on the CPU, bf16 on CUDA (fp16 with a GradScaler "
                              "where bf16 is unsupported)")
@@ -137,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--davis-root", default=d.davis_root, metavar="FOLDER",
                         help="DAVIS 2017 with trainval/ (stages 2, 3)")
     parser.add_argument("--bl30k-root", default=d.bl30k_root, metavar="FOLDER", help="BL30K (stage 1)")
-    parser.add_argument("--clip-lengths", type=int, nargs="+", metavar="FRAMES",
-                        help="frames per training clip, one number per clip (default: 3 3; stage 0: 2)")
+    add_alias(parser, parser.add_argument(
+        "--clip-frames", dest="clip_lengths", type=int, nargs="+", metavar="FRAMES",
+        help="frames of each clip of a training sample, one number per clip (default: 3 3; stage 0: 2)"),
+        "--clip-lengths")
     parser.add_argument("--intra-gap", type=int, default=d.intra_gap, metavar="FRAMES",
                         help="largest step between consecutive frames of a clip, in frames")
     parser.add_argument("--gap-low", type=int, default=d.gap_low, metavar="FRAMES",
@@ -214,7 +200,8 @@ def resume_command(parser: argparse.ArgumentParser, args: argparse.Namespace, ch
     words = ["python", "train.py"] if world == 1 else ["torchrun", "--standalone", f"--nproc_per_node={world}",
                                                        "train.py"]
     for action in parser._actions:
-        if not action.option_strings or action.dest in _NOT_IN_RESUME or action.dest == "help":
+        if (not action.option_strings or action.dest in _NOT_IN_RESUME or action.dest == "help"
+                or action.help == argparse.SUPPRESS):  # a hidden old name: its flag is written once, new name
             continue
         value = getattr(args, action.dest)
         if value is None or value == action.default:

@@ -31,14 +31,19 @@ DEFAULT_MODEL = "saves/s03_pcvos_ytvos.pth"
 DEFAULT_CLIP_LENGTH = 5
 
 
-def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480) -> None:
-    """Model, engine, device and precision flags."""
+def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480, clip_length: bool = True) -> None:
+    """Model, engine, device and precision flags (docs/cli.md).
+
+    ``clip_length``: add ``--clip-length/-L`` (the L sweep has ``--clip-lengths`` instead).
+    """
     g = parser.add_argument_group("model and engine")
-    g.add_argument("--model", default=DEFAULT_MODEL,
-                   help="checkpoint (.pth) of PCVOS/STCN/train.py; 'recipe' = deterministic untrained test weights")
-    g.add_argument("--clip-length", "-L", type=int, default=None,
-                   help=f"frames per clip = memory interval (default: the L the checkpoint records, as the "
-                        f"quickstart's does; else {DEFAULT_CLIP_LENGTH})")
+    g.add_argument("--model", default=DEFAULT_MODEL, metavar="PTH",
+                   help="weights to run: a .pth checkpoint of PCVOS, STCN or train.py; 'recipe' = deterministic "
+                        "untrained test weights")
+    if clip_length:
+        g.add_argument("--clip-length", "-L", type=int, default=None, metavar="L",
+                       help=f"frames per clip = memory interval (default: the L the checkpoint records, as the "
+                            f"quickstart's does; else {DEFAULT_CLIP_LENGTH})")
     g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror test-time augmentation: the video and its mirror image are segmented together and "
                         "their masks averaged (twice the work; default: what the checkpoint records, as the "
@@ -46,15 +51,17 @@ def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480) ->
     g.add_argument("--memory-read", choices=MEMORY_READ_MODES, default="pmm",
                    help="pmm: progressive memory matching (default); parallel: one affinity per clip")
     g.add_argument("--top-k", type=int, default=20, help="memory elements mixed per query position (default 20)")
-    g.add_argument("--size", type=int, default=default_size,
-                   help=f"short side to work at; -1 keeps the original resolution (default {default_size})")
-    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    g.add_argument("--size", type=int, default=default_size, metavar="PIXELS",
+                   help=f"short side of the frames to work at, in pixels; -1 keeps the original resolution "
+                        f"(default {default_size})")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ... (default auto)")
     g.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                    help="fp32 (default, reproduces the official numbers) or bf16/fp16 autocast")
-    g.add_argument("--workers", type=int, default=2, help="frame-decoding workers (default 2)")
+    g.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="frame-decoding worker processes (default 2)")
     g.add_argument("--compile", choices=COMPILE_MODES, default=None,
                    help="torch.compile the network (reduce-overhead adds CUDA graphs); pays off on long runs "
-                        "(minutes of compilation on a CPU), see docs/benchmarks.md")
+                        "(minutes of compilation on a CPU), see docs/benchmarks.md (default: off)")
     add_memory_args(parser)
 
 
@@ -97,9 +104,9 @@ def add_memory_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quality-source", choices=QUALITY_SOURCES, default="auto",
                    help="quality: 'head' (trained quality head), 'confidence' (training-free proxy from the "
                         "probabilities), 'auto' = head if the network has one (default)")
-    g.add_argument("--quality-weights", default=None,
+    g.add_argument("--quality-weights", default=None, metavar="PTH",
                    help="quality head weights (train.py --quality-head writes *_quality_head.pth), loaded on top "
-                        "of --model")
+                        "of --model (default: none, or the head --model holds)")
 
 
 def load_network(model: str, device: torch.device, quality_weights: str | None = None) -> PCVOS:

@@ -35,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # model/ for the checks, run as a script too
 
+from util.arguments import add_alias, new_parser  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Item:
@@ -246,17 +248,24 @@ def _matches(path: Path, sha256: str | None) -> bool:
     return digest.hexdigest().startswith(sha256.lower())
 
 
-def main(argv: Sequence[str] | None = None, opener: Opener = urllib.request.urlopen) -> int:
-    parser = argparse.ArgumentParser(description="Download PCVOS training data and weights.")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser("Download PCVOS training data and weights.")
     parser.add_argument("what", choices=sorted([*WEIGHTS, *AUTOMATIC, *MANUAL]),
                         help="pcvos, stcn, stcn-s03: released checkpoints; imagenet, davis: fetched directly; "
                              "youtube, static, bl30k: prints the manual steps")
-    parser.add_argument("--out", help="target folder (default: saves/ for checkpoints, the torch hub cache for "
-                                      "imagenet, ../DAVIS/2017 for davis)")
+    add_alias(parser, parser.add_argument(
+        "--output", dest="out", metavar="FOLDER",
+        help="target folder (default: saves/ for checkpoints, the torch hub cache for imagenet, ../DAVIS/2017 "
+             "for davis)"), "--out")
     parser.add_argument("--retries", type=int, default=3,
                         help="checkpoints: attempts after a network error within one run, each resuming the "
                              "partial file (default: 3)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, opener: Opener = urllib.request.urlopen) -> int:
+    args = build_parser().parse_args(argv)
     if args.what in MANUAL:
         print(MANUAL[args.what])
         return 0

@@ -25,23 +25,33 @@ import numpy as np  # noqa: E402
 from dataset.benchmarks import davis_benchmark, run_benchmark  # noqa: E402
 from inference.engine import EngineConfig, PCVOSEngine, prepare_network  # noqa: E402
 from model.checkpoint import build_model  # noqa: E402
+from util.arguments import add_alias, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    p = new_parser(__doc__)
+    add_alias(p, p.add_argument("--model", dest="checkpoint", required=True, type=Path, metavar="PTH",
+                                help="weights to run: PCVOS / STCN / train.py .pth"), "--checkpoint")
+    p.add_argument("--davis-root", required=True, type=Path, metavar="FOLDER",
+                   help="DAVIS root (the folder holding trainval/)")
+    p.add_argument("--split", default="val", help="DAVIS split")
+    p.add_argument("--clip-lengths", type=int, nargs="+", default=[5, 25], metavar="L",
+                   help="values of L to compare")
+    add_alias(p, p.add_argument("--precisions", dest="precision", nargs="+", default=["bf16"],
+                                choices=("fp32", "bf16", "fp16"), help="precisions compared with fp32"),
+              "--precision")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="frame-decoding worker processes")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here (default: printed only)")
+    return p
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, type=Path, help="PCVOS / STCN / our weights")
-    p.add_argument("--davis-root", required=True, type=Path, help="DAVIS root (the folder holding trainval/)")
-    p.add_argument("--split", default="val")
-    p.add_argument("--clip-lengths", type=int, nargs="+", default=[5, 25])
-    p.add_argument("--precision", nargs="+", default=["bf16"], choices=("fp32", "bf16", "fp16"),
-                   help="precisions compared with fp32")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--json", type=Path, help="also write the results here")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def mask_agreement(reference: Path, other: Path) -> tuple[int, int]:
