@@ -52,14 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
-    args.device = shard_device(args.device)
     with tempfile.TemporaryDirectory(prefix="davis2016-labels.") as labels:
         bench = davis_benchmark(args.davis_root, args.year, args.split, args.output, Path(labels), args.mask_values)
         if args.no_score:
             bench.score = None
         preflight_benchmark(bench)
-        engine = build_engine(args)
-        result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
+        engine = build_engine(args, device=shard_device(args.device))
+        result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args, engine.config))
     print(summary_line(result))
     return 0
 

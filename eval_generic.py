@@ -46,11 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
-    args.device = shard_device(args.device)
     bench = generic_benchmark(args.generic_root, args.output, args.only, args.mask_values)
     preflight_benchmark(bench)  # outputs and annotations: a bad input fails before any video is segmented
-    engine = build_engine(args)
-    result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
+    engine = build_engine(args, device=shard_device(args.device))
+    result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args, engine.config))
     print(summary_line(result))
     return 0
 

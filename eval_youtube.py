@@ -54,14 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
-    args.device = shard_device(args.device)
     bench = youtube_benchmark(args.youtube_root, args.split, args.output, args.required_only, args.output_all, args.zip,
                               args.mask_values)
     if args.no_zip:
         bench.zip_path = None
     preflight_benchmark(bench, zip_flag="--zip" if args.zip else "--zip (default <output>.zip)")
-    engine = build_engine(args)
-    result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
+    engine = build_engine(args, device=shard_device(args.device))
+    result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args, engine.config))
     print(summary_line(result))
     return 0
 

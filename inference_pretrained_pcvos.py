@@ -19,6 +19,7 @@ import json
 import resource
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,10 +37,9 @@ from dataset.benchmarks import (  # noqa: E402
 from inference.cli import (  # noqa: E402
     add_engine_args,
     add_mask_args,
-    engine_config,
+    engine_settings,
     load_network_and_settings,
     memory_options,
-    resolve_flip,
 )
 from inference.engine import PCVOSEngine, prepare_network  # noqa: E402
 from inference.preflight import check_annotations, check_output_file, check_output_folder  # noqa: E402
@@ -197,14 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.benchmarks:  # the same videos at every L: their annotations are read once
             check_annotations(runs[args.clip_lengths[0], name][0].sources)
         # Loaded once: every L shares these weights.
-        network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
-        resolve_flip(args, recommended)
+        network, recorded = load_network_and_settings(args.model, device, args.quality_weights)
+        base = engine_settings(args, recorded, clip_length=args.clip_lengths[0])  # the L values are given
         memory_factory = memory_options(args, network).factory()
-        prepare_network(network, engine_config(args, clip_length=args.clip_lengths[0]))  # once for every L
+        prepare_network(network, base)  # once for every L
         memory = PeakMemory(device)
         args.output.mkdir(parents=True, exist_ok=True)
         for length in args.clip_lengths:
-            engine = PCVOSEngine(network, engine_config(args, clip_length=length), memory_factory=memory_factory)
+            engine = PCVOSEngine(network, replace(base, clip_length=length), memory_factory=memory_factory)
             for name in args.benchmarks:
                 out = args.output / f"L{length}" / name
                 bench, size = runs[length, name]

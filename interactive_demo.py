@@ -17,13 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from inference.cli import (  # noqa: E402
-    add_engine_args,
-    load_network_and_settings,
-    memory_options,
-    resolve_clip_length,
-    resolve_flip,
-)
+from inference.cli import add_engine_args, engine_settings, load_network_and_settings, memory_options  # noqa: E402
 from inference.interactive.propagate import Propagator  # noqa: E402
 from inference.interactive.server import create_app  # noqa: E402
 from inference.interactive.session import Settings  # noqa: E402
@@ -51,12 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_app(args: argparse.Namespace):
     """The app for parsed arguments: loads the network once and checks the engine flags."""
     device = resolve_device(args.device)
-    network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
-    resolve_clip_length(args, recommended)
-    resolve_flip(args, recommended)
+    network, recorded = load_network_and_settings(args.model, device, args.quality_weights)
+    config = engine_settings(args, recorded)
     memory_options(args, network)  # checks the memory flags before the first propagation
-    defaults = Settings(clip_length=args.clip_length, precision=args.precision, memory=args.memory, size=args.size)
-    return create_app(args.workdir, defaults, lambda session: Propagator(session, network, args))
+    defaults = Settings(clip_length=config.clip_length, precision=config.precision, memory=args.memory, size=args.size)
+    return create_app(args.workdir, defaults, lambda session: Propagator(session, network, config, args))
 
 
 def main(argv: list[str] | None = None) -> int:

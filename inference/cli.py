@@ -1,4 +1,10 @@
-"""Command-line options shared by every inference driver, and building the engine from them."""
+"""Command-line options shared by every inference driver, and building the engine from them (docs/cli.md).
+
+Building a parser and checking paths import nothing heavy: torch, the network and the engine are
+imported by the functions that load them, after the arguments are parsed (docs/cli.md, "Fast answers").
+The engine settings are chosen by :func:`engine_settings`: a flag given, else what the checkpoint
+records, else the default (:func:`inference.settings.resolve_engine_config`).
+"""
 
 from __future__ import annotations
 
@@ -7,28 +13,33 @@ import hashlib
 import sys
 from functools import lru_cache
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from dataset.masks import MASK_VALUES
-from inference.engine import MEMORY_READ_MODES, EngineConfig, PCVOSEngine, prepare_network
-from inference.memory_strategies import (
+from inference.settings import (
     AFB_MERGE_THRESHOLD,
     AFB_UPDATE_RATE,
+    DEFAULT_CLIP_LENGTH,
     DEFAULT_MAX_FRAMES,
+    MEMORY_READ_MODES,
     QUALITY_SOURCES,
     QUALITY_THRESHOLD,
     STRATEGIES,
-    MemoryOptions,
+    EngineConfig,
+    resolve_engine_config,
 )
-from model.checkpoint import CheckpointError, build_model, load_quality_head, not_a_checkpoint_file
-from model.network import PCVOS
-from util.recipe_weights import apply_recipe
-from util.runtime import COMPILE_MODES, PRECISIONS, resolve_device
+from model.records import CheckpointError, InferenceSettings, not_a_checkpoint_file
+from util.runtime import COMPILE_MODES, PRECISIONS
+
+if TYPE_CHECKING:
+    import torch
+
+    from inference.engine import PCVOSEngine
+    from inference.memory_strategies import MemoryOptions
+    from model.network import PCVOS
 
 DEFAULT_MODEL = "saves/s03_pcvos_ytvos.pth"
-#: L when neither -L nor the checkpoint says otherwise (the paper model's setting)
-DEFAULT_CLIP_LENGTH = 5
+_DEFAULTS = EngineConfig()
 
 
 def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480, clip_length: bool = True) -> None:
@@ -48,14 +59,14 @@ def add_engine_args(parser: argparse.ArgumentParser, default_size: int = 480, cl
                    help="mirror test-time augmentation: the video and its mirror image are segmented together and "
                         "their masks averaged (twice the work; default: what the checkpoint records, as the "
                         "quickstart's does; else off)")
-    g.add_argument("--memory-read", choices=MEMORY_READ_MODES, default="pmm",
+    g.add_argument("--memory-read", choices=MEMORY_READ_MODES, default=_DEFAULTS.memory_read,
                    help="pmm: progressive memory matching (default); parallel: one affinity per clip")
-    g.add_argument("--top-k", type=int, default=20, help="memory elements mixed per query position (default 20)")
+    g.add_argument("--top-k", type=int, default=_DEFAULTS.top_k, help="memory elements mixed per query position")
     g.add_argument("--size", type=int, default=default_size, metavar="PIXELS",
                    help=f"short side of the frames to work at, in pixels; -1 keeps the original resolution "
                         f"(default {default_size})")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ... (default auto)")
-    g.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+    g.add_argument("--precision", choices=sorted(PRECISIONS), default=_DEFAULTS.precision,
                    help="fp32 (default, reproduces the official numbers) or bf16/fp16 autocast")
     g.add_argument("--workers", type=int, default=2, metavar="N",
                    help="frame-decoding worker processes (default 2)")
@@ -109,6 +120,31 @@ def add_memory_args(parser: argparse.ArgumentParser) -> None:
                         "of --model (default: none, or the head --model holds)")
 
 
+def check_model_path(model: str, flag: str = "--model") -> None:
+    """Refuse a weights path that is missing or a folder, before anything heavy is loaded ('recipe' passes)."""
+    if model == "recipe":
+        return
+    path = Path(model)
+    if path.is_dir():
+        raise not_a_checkpoint_file(path, flag)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{flag} {model}: file not found. Get the released checkpoint (`python scripts/download.py "
+            f"pcvos` prints where) into {path.parent}/, train one with train.py, "
+            "or pass --model recipe for untrained test weights."
+        )
+
+
+def check_engine_paths(args: argparse.Namespace) -> None:
+    """The cheap checks of the engine flags' files: ``--model`` and ``--quality-weights`` exist."""
+    check_model_path(args.model)
+    if getattr(args, "quality_weights", None) is not None:
+        weights = Path(args.quality_weights)
+        if not weights.is_file():
+            raise CheckpointError(f"--quality-weights {weights}: file not found; pass the *_quality_head.pth "
+                                  "file train.py --quality-head wrote")
+
+
 def load_network(model: str, device: torch.device, quality_weights: str | None = None) -> PCVOS:
     """The network for ``--model`` (a path, or 'recipe'), in eval mode on ``device``.
 
@@ -119,9 +155,11 @@ def load_network(model: str, device: torch.device, quality_weights: str | None =
 
 def load_network_and_settings(
     model: str, device: torch.device, quality_weights: str | None
-) -> tuple[PCVOS, dict]:
+) -> tuple[PCVOS, InferenceSettings]:
     """(network, the inference settings its checkpoint records)."""
-    network, recommended = _load_base_network(model, device)
+    from model.checkpoint import load_quality_head
+
+    network, recorded = _load_base_network(model, device)
     if quality_weights is not None:
         network.enable_quality_head()
         try:
@@ -129,77 +167,53 @@ def load_network_and_settings(
         except CheckpointError as error:
             raise CheckpointError(f"--quality-weights: {error}") from error
         network.eval()
-    return network, recommended
+    return network, recorded
 
 
-def _load_base_network(model: str, device: torch.device) -> tuple[PCVOS, dict]:
+def _load_base_network(model: str, device: torch.device) -> tuple[PCVOS, InferenceSettings]:
+    from model.checkpoint import build_model
+
+    check_model_path(model)
     if model == "recipe":
-        return apply_recipe(PCVOS()).to(device).eval(), {}
-    path = Path(model)
-    if path.is_dir():
-        raise not_a_checkpoint_file(path, "--model")
-    if not path.is_file():
-        raise CheckpointError(
-            f"--model {model}: file not found. Get the released checkpoint (`python scripts/download.py "
-            f"pcvos` prints where) into {path.parent}/, train one with train.py, "
-            "or pass --model recipe for untrained test weights."
-        )
-    network, report = build_model(path, device)
-    if report is not None and (report.missing or report.widened):
+        from model.network import PCVOS
+        from util.recipe_weights import apply_recipe
+
+        return apply_recipe(PCVOS()).to(device).eval(), InferenceSettings(source="recipe")
+    network, report = build_model(Path(model), device)
+    if report.missing or report.widened:
         print(report.summary(), file=sys.stderr)
-    return network, report.recommended if report is not None else {}
+    return network, report.inference
 
 
-def resolve_clip_length(args: argparse.Namespace, recommended: dict) -> None:
-    """Fill ``args.clip_length`` when -L was not given: the checkpoint's recorded L, else DEFAULT_CLIP_LENGTH."""
-    if args.clip_length is not None:
-        if args.clip_length < 1:
-            raise ValueError(f"-L/--clip-length {args.clip_length}: must be >= 1")
-        return
-    length = recommended.get("clip_length")
-    if length is None:
-        args.clip_length = DEFAULT_CLIP_LENGTH
-        return
-    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
-        raise CheckpointError(
-            f"--model {args.model}: the clip length it records is {length!r}, not a positive integer; "
-            "pass -L N to choose one"
-        )
-    args.clip_length = length
-    why = recommended.get("why")
-    print(f"-L {length}: the clip length {args.model} records{f' ({why})' if why else ''}; pass -L to override",
-          file=sys.stderr)
+def engine_settings(args: argparse.Namespace, recorded: InferenceSettings | None,
+                    clip_length: int | None = None) -> EngineConfig:
+    """The engine settings of a command line: each flag given, else what ``recorded`` holds, else the default.
 
+    ``clip_length``: the L to use instead of ``-L`` (the sweep's values). A value taken from the
+    checkpoint is announced on stderr with the flag that overrides it. ``args`` is not modified.
+    """
+    length = clip_length if clip_length is not None else getattr(args, "clip_length", None)
+    if length is not None and length < 1:
+        raise ValueError(f"-L/--clip-length {length}: must be >= 1")
 
-def resolve_flip(args: argparse.Namespace, recommended: dict) -> None:
-    """Fill ``args.flip`` when neither --flip nor --no-flip was given: what the checkpoint records, else off."""
-    if args.flip is not None:
-        return
-    flip = recommended.get("flip", False)
-    if not isinstance(flip, bool):
-        raise CheckpointError(
-            f"--model {args.model}: the mirror augmentation it records is {flip!r}, not true or false; "
-            "pass --flip or --no-flip"
-        )
-    args.flip = flip
-    if flip:
-        print(f"--flip: {args.model} records mirror test-time augmentation; pass --no-flip to turn it off",
-              file=sys.stderr)
+    def announce(name: str, value: object) -> None:
+        why = f" ({recorded.why})" if recorded is not None and recorded.why else ""
+        if name == "clip_length":
+            print(f"-L {value}: the clip length {args.model} records{why}; pass -L to override", file=sys.stderr)
+        elif name == "flip" and value:
+            print(f"--flip: {args.model} records mirror test-time augmentation; pass --no-flip to turn it off",
+                  file=sys.stderr)
 
-
-def engine_config(args: argparse.Namespace, clip_length: int | None = None) -> EngineConfig:
-    return EngineConfig(
-        clip_length=clip_length or args.clip_length or DEFAULT_CLIP_LENGTH,
-        memory_read=args.memory_read,
-        top_k=args.top_k,
-        precision=args.precision,
-        compile=getattr(args, "compile", None),
-        flip=bool(getattr(args, "flip", False)),
+    return resolve_engine_config(
+        recorded, announce, clip_length=length, memory_read=args.memory_read, top_k=args.top_k,
+        precision=args.precision, compile=getattr(args, "compile", None), flip=getattr(args, "flip", None),
     )
 
 
 def memory_options(args: argparse.Namespace, network: PCVOS | None = None) -> MemoryOptions:
     """The memory strategy the flags select (checked against ``network`` when given)."""
+    from inference.memory_strategies import MemoryOptions
+
     options = MemoryOptions(
         strategy=args.memory, max_frames=args.max_memory_frames, budget=args.memory_budget,
         merge_threshold=args.afb_merge_threshold, update_rate=args.afb_update_rate,
@@ -214,13 +228,14 @@ def memory_options(args: argparse.Namespace, network: PCVOS | None = None) -> Me
     return options
 
 
-def build_engine(args: argparse.Namespace) -> PCVOSEngine:
-    """Load the model and build the engine the flags describe."""
-    device = resolve_device(args.device)
-    network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
-    resolve_clip_length(args, recommended)
-    resolve_flip(args, recommended)
-    config = engine_config(args)
+def build_engine(args: argparse.Namespace, device: str | None = None) -> PCVOSEngine:
+    """Load the model and build the engine the flags describe (``device``: instead of ``--device``)."""
+    from inference.engine import PCVOSEngine, prepare_network
+    from util.runtime import resolve_device
+
+    network, recorded = load_network_and_settings(args.model, resolve_device(device or args.device),
+                                                  args.quality_weights)
+    config = engine_settings(args, recorded)
     return PCVOSEngine(prepare_network(network, config), config,
                        memory_factory=memory_options(args, network).factory())
 
@@ -252,14 +267,13 @@ def file_identity(path: str | None) -> str | None:
     return _file_digest(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def run_settings(args: argparse.Namespace) -> dict:
-    """What a benchmark driver's masks depend on (JSON-serialisable; call after ``build_engine``).
+def run_settings(args: argparse.Namespace, config: EngineConfig) -> dict:
+    """What a benchmark driver's masks depend on (JSON-serialisable): the flags and the engine's ``config``.
 
     The weights (by content, so a moved checkpoint still matches), the engine options that
     change the masks and the working size. Device, workers and compilation are left out:
     they change the speed, not the result.
     """
-    config = engine_config(args)
     settings = {
         "model": file_identity(args.model),
         "quality_weights": file_identity(getattr(args, "quality_weights", None)),
@@ -280,6 +294,9 @@ def run_settings(args: argparse.Namespace) -> dict:
     return settings
 
 
-def rerun_options(args: argparse.Namespace) -> dict:
-    """``run_benchmark`` keywords for a driver: ``settings`` recorded with the masks, and ``overwrite``."""
-    return {"settings": run_settings(args), "overwrite": bool(getattr(args, "overwrite", False))}
+def rerun_options(args: argparse.Namespace, config: EngineConfig) -> dict:
+    """``run_benchmark`` keywords for a driver: ``settings`` recorded with the masks, and ``overwrite``.
+
+    ``config``: the settings the engine runs with (``engine.config``).
+    """
+    return {"settings": run_settings(args, config), "overwrite": bool(getattr(args, "overwrite", False))}
