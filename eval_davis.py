@@ -19,10 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset.benchmarks import DAVIS_SPLITS, DAVIS_YEARS, davis_benchmark, run_benchmark, summary_line  # noqa: E402
-from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
-from inference.preflight import preflight_benchmark  # noqa: E402
-from util.arguments import add_alias, new_parser  # noqa: E402
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers").
+from dataset.names import DAVIS_SPLITS, DAVIS_YEARS  # noqa: E402
+from inference.cli import (  # noqa: E402
+    add_engine_args,
+    add_mask_args,
+    add_output_args,
+    build_engine,
+    check_engine_paths,
+    rerun_options,
+)
+from util.arguments import add_alias, new_parser, require_path  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
@@ -52,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
+    require_path(args.davis_root, "--davis-root", folder=True, hint="give the DAVIS folder with JPEGImages/480p/ "
+                 "(or its parent with trainval/)")
+    check_engine_paths(args)
+    from dataset.benchmarks import davis_benchmark, run_benchmark, summary_line
+    from inference.preflight import preflight_benchmark
+
     with tempfile.TemporaryDirectory(prefix="davis2016-labels.") as labels:
         bench = davis_benchmark(args.davis_root, args.year, args.split, args.output, Path(labels), args.mask_values)
         if args.no_score:

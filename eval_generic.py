@@ -15,10 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset.benchmarks import generic_benchmark, run_benchmark, summary_line  # noqa: E402
-from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
-from inference.preflight import preflight_benchmark  # noqa: E402
-from util.arguments import add_alias, new_parser  # noqa: E402
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers").
+from inference.cli import (  # noqa: E402
+    add_engine_args,
+    add_mask_args,
+    add_output_args,
+    build_engine,
+    check_engine_paths,
+    rerun_options,
+)
+from util.arguments import add_alias, new_parser, require_path  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
@@ -46,6 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
+    require_path(args.generic_root, "--generic-root", folder=True, hint="give the folder with JPEGImages/ and "
+                 "Annotations/")
+    check_engine_paths(args)
+    from dataset.benchmarks import generic_benchmark, run_benchmark, summary_line
+    from inference.preflight import preflight_benchmark
+
     bench = generic_benchmark(args.generic_root, args.output, args.only, args.mask_values)
     preflight_benchmark(bench)  # outputs and annotations: a bad input fails before any video is segmented
     engine = build_engine(args, device=shard_device(args.device))

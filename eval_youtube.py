@@ -18,10 +18,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset.benchmarks import YOUTUBE_SPLITS, run_benchmark, summary_line, youtube_benchmark  # noqa: E402
-from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
-from inference.preflight import preflight_benchmark  # noqa: E402
-from util.arguments import add_alias, new_parser  # noqa: E402
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers").
+from dataset.names import YOUTUBE_SPLITS  # noqa: E402
+from inference.cli import (  # noqa: E402
+    add_engine_args,
+    add_mask_args,
+    add_output_args,
+    build_engine,
+    check_engine_paths,
+    rerun_options,
+)
+from util.arguments import add_alias, new_parser, require_path  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
@@ -54,6 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
+    require_path(args.youtube_root, "--youtube-root", folder=True, hint="give the YouTube-VOS root with "
+                 "<split>/meta.json")
+    check_engine_paths(args)
+    from dataset.benchmarks import run_benchmark, summary_line, youtube_benchmark
+    from inference.preflight import preflight_benchmark
+
     bench = youtube_benchmark(args.youtube_root, args.split, args.output, args.required_only, args.output_all, args.zip,
                               args.mask_values)
     if args.no_zip:

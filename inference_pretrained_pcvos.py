@@ -21,34 +21,33 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
-from dataset.benchmarks import (  # noqa: E402
-    Benchmark,
-    davis_benchmark,
-    generic_benchmark,
-    run_benchmark,
-    summary_line,
-    youtube_benchmark,
-)
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers").
 from inference.cli import (  # noqa: E402
     add_engine_args,
     add_mask_args,
+    check_engine_paths,
     engine_settings,
     load_network_and_settings,
     memory_options,
 )
-from inference.engine import PCVOSEngine, prepare_network  # noqa: E402
-from inference.preflight import check_annotations, check_output_file, check_output_folder  # noqa: E402
-from util.arguments import add_alias, new_parser  # noqa: E402
+from util.arguments import add_alias, new_parser, require_path  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
+if TYPE_CHECKING:
+    import torch
+
+    from dataset.benchmarks import Benchmark
+
 BENCHMARKS = ("davis2017", "davis2016", "youtube2019", "youtube2018", "generic")
 RELEASED_CLIP_LENGTHS = (5, 10, 15, 25)
+#: the dataset root each benchmark needs (davis2016: --davis2016-root, else --davis-root)
+NEEDS = {"davis2017": "davis_root", "youtube2019": "youtube_root", "youtube2018": "youtube2018_root",
+         "generic": "generic_root"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,13 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    needs = {"davis2017": "davis_root", "youtube2019": "youtube_root", "youtube2018": "youtube2018_root",
-             "generic": "generic_root"}
     for name in args.benchmarks:
         if name == "davis2016" and args.davis2016_root is None and args.davis_root is None:
             parser.error("--benchmarks davis2016 needs --davis2016-root (or --davis-root)")
-        if name in needs and getattr(args, needs[name]) is None:
-            parser.error(f"--benchmarks {name} needs --{needs[name].replace('_', '-')}")
+        if name in NEEDS and getattr(args, NEEDS[name]) is None:
+            parser.error(f"--benchmarks {name} needs --{NEEDS[name].replace('_', '-')}")
     if any(length < 1 for length in args.clip_lengths):
         parser.error("--clip-lengths must be positive integers")
     return args
@@ -100,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_benchmark(name: str, args: argparse.Namespace, output: Path, scratch: Path) -> tuple[Benchmark, int]:
     """(benchmark, working size) for one benchmark name."""
+    from dataset.benchmarks import davis_benchmark, generic_benchmark, youtube_benchmark
+
     if name == "davis2017":
         bench = davis_benchmark(args.davis_root, "2017", args.davis_split, output, None, args.mask_values)
         return bench, args.davis_size
@@ -127,6 +126,9 @@ class PeakMemory:
     """
 
     def __init__(self, device: torch.device) -> None:
+        import torch
+
+        self.torch = torch
         self.device = device
         self.rss_since_reset = False
 
@@ -138,12 +140,12 @@ class PeakMemory:
         except OSError:
             self.rss_since_reset = False
         if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+            self.torch.cuda.reset_peak_memory_stats(self.device)
 
     def read(self) -> dict[str, float | bool | None]:
         """Peak RSS and CUDA memory in MiB since the last reset."""
         rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        cuda = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
+        cuda = self.torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
         return {"peak_rss_mib": rss_kib / 1024, "peak_cuda_mib": cuda, "rss_since_reset": self.rss_since_reset}
 
 
@@ -174,6 +176,15 @@ def write_atomic(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for name in args.benchmarks:  # the roots the benchmarks need exist (their layouts are checked below)
+        flag = {"davis2016": "davis2016_root" if args.davis2016_root else "davis_root"}.get(name, NEEDS.get(name))
+        require_path(getattr(args, flag), "--" + flag.replace("_", "-"), folder=True,
+                     hint=f"give the root of the {name} benchmark")
+    check_engine_paths(args)
+    from dataset.benchmarks import run_benchmark, summary_line
+    from inference.engine import PCVOSEngine, prepare_network
+    from inference.preflight import check_annotations, check_output_file, check_output_folder
+
     device = resolve_device(args.device)
     check_output_folder(args.output)
     rows: list[dict] = []

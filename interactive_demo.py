@@ -17,11 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from inference.cli import add_engine_args, engine_settings, load_network_and_settings, memory_options  # noqa: E402
-from inference.interactive.propagate import Propagator  # noqa: E402
-from inference.interactive.server import create_app  # noqa: E402
-from inference.interactive.session import Settings  # noqa: E402
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers").
+from inference.cli import (  # noqa: E402
+    add_engine_args,
+    check_engine_paths,
+    engine_settings,
+    load_network_and_settings,
+    memory_options,
+)
 from util.arguments import new_parser  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
 
@@ -44,6 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_app(args: argparse.Namespace):
     """The app for parsed arguments: loads the network once and checks the engine flags."""
+    check_engine_paths(args)
+    from inference.interactive.propagate import Propagator
+    from inference.interactive.server import create_app
+    from inference.interactive.session import Settings
+
     device = resolve_device(args.device)
     network, recorded = load_network_and_settings(args.model, device, args.quality_weights)
     config = engine_settings(args, recorded)
@@ -53,10 +63,10 @@ def build_app(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
     args = parse_args(argv)
     app = build_app(args)
+    import uvicorn
+
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
     # uvicorn reports the bound port only after startup: print the URL from the started socket
@@ -77,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

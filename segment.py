@@ -23,16 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
-from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, segment_stream  # noqa: E402
+# Only light modules here: --help and a wrong path answer before torch and OpenCV load (docs/cli.md, "Fast answers").
 from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
-from inference.preflight import check_output_file, check_output_folder  # noqa: E402
-from util.arguments import add_alias, new_parser  # noqa: E402
+from util.arguments import add_alias, new_parser, require_path  # noqa: E402
 from util.errors import run_cli  # noqa: E402
-from util.progress import progress  # noqa: E402
-from util.video_io import OverlayWriter, overlay  # noqa: E402
-from util.writer import AtomicFolder, MaskWriter, write_stamp  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +55,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    require_path(args.video, "--video", folder=False, hint="give a video file or a folder of frames")
+    import numpy as np
+
+    from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, segment_stream
+    from inference.preflight import check_output_file, check_output_folder
+    from util.progress import progress
+    from util.video_io import OverlayWriter, overlay
+    from util.writer import MaskWriter, write_stamp
+
     stream = open_frames(args.video, args.fps or 25.0)
     labels, palette = read_user_masks(args.mask, stream, args.mask_values)
     if args.output is not None:
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def mask_folder(output: Path, inputs: tuple[Path, ...]) -> AtomicFolder:
+def mask_folder(output: Path, inputs: tuple[Path, ...]):
     """The AtomicFolder that becomes ``--output`` (a leftover temporary of a killed run is removed).
 
     ``inputs``: the video and mask files; an ``--output`` holding one of them is never replaced
@@ -128,6 +131,8 @@ def mask_folder(output: Path, inputs: tuple[Path, ...]) -> AtomicFolder:
         raise ValueError(f"--output {output}: this is a file, not a folder; give a folder for the mask PNGs")
     if final == inputs[0].resolve() or final == final.parent:
         raise ValueError(f"--output {output}: this is the input frame folder or the root; choose another folder")
+    from util.writer import AtomicFolder
+
     return AtomicFolder(final, final.parent, merge=True, protect=inputs)
 
 

@@ -22,10 +22,16 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from model.trainer import STAGE_PRESETS, NonFiniteLossError, TrainConfig, TrainResult, train
-from util.arguments import add_alias, new_parser
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers");
+# model.trainer is imported when a run starts.
+from model.train_config import STAGE_PRESETS, TrainConfig
+from util.arguments import add_alias, new_parser, require_path
 from util.errors import error_text, run_cli
+
+if TYPE_CHECKING:
+    from model.trainer import TrainResult
 
 __all__ = ["TrainConfig", "TrainResult", "build_parser", "config_from_args", "main", "run", "run_full"]
 
@@ -174,8 +180,41 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def __getattr__(name: str) -> object:
+    if name == "TrainResult":  # exported, imported on first use (torch)
+        from model.trainer import TrainResult
+
+        return TrainResult
+    raise AttributeError(f"module 'train' has no attribute {name!r}")
+
+
+#: the data root each stage reads, and what `scripts/download.py` fetches for it
+STAGE_ROOTS = {0: (("static_root", "static"),), 1: (("bl30k_root", "bl30k"),),
+               2: (("davis_root", "davis"), ("youtube_root", "youtube")),
+               3: (("davis_root", "davis"), ("youtube_root", "youtube"))}
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The cheap checks, before torch loads: the weights files and the stage's data roots exist."""
+    for flag in ("resume", "weights"):
+        if getattr(args, flag) is not None:
+            require_path(getattr(args, flag), f"--{flag}", folder=False, hint="give a .pth checkpoint file")
+    if args.imagenet_dir is not None and not args.no_imagenet:
+        require_path(args.imagenet_dir, "--imagenet-dir", folder=True,
+                     hint="give the folder of torchvision's ImageNet .pth files, or pass --no-imagenet")
+    if args.quality_only:
+        return  # the quality head trains on the same data: checked with its layout by the trainer
+    for dest, fetch in STAGE_ROOTS[args.stage]:
+        flag = "--" + dest.replace("_", "-")
+        root = Path(getattr(args, dest))
+        require_path(root, flag, folder=True, hint=f"it would be {root.resolve()}; see docs/training.md "
+                     f"(datasets) for the layout, or fetch it with `python scripts/download.py {fetch}`")
+
+
 def run_full(config: TrainConfig, callback: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train and return the full result (final weights, training checkpoint, per-iteration losses)."""
+    from model.trainer import train
+
     return train(config, callback)
 
 
@@ -186,7 +225,7 @@ def run(config: TrainConfig, callback: Callable[[int, dict], None] | None = None
     ``callback(iteration, metrics)`` is called after every iteration on rank 0
     with ``loss/total``, ``loss/image``, ``loss/clip``, ``iou`` and ``lr``.
     """
-    return train(config, callback).final
+    return run_full(config, callback).final
 
 
 #: Flags left out of the command that continues a stopped run: the checkpoint replaces them.
@@ -219,6 +258,13 @@ def resume_command(parser: argparse.ArgumentParser, args: argparse.Namespace, ch
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        check_paths(args)
+    except OSError as error:
+        print(f"train.py: error: {error_text(error)}", file=sys.stderr)
+        return 2
+    from model.trainer import NonFiniteLossError
+
     try:
         result = run_full(config_from_args(args))
     except (OSError, ValueError, NonFiniteLossError) as error:  # bad data / paths / flags: 2; diverged: 3

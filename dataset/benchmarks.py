@@ -35,6 +35,7 @@ from PIL import Image
 
 from dataset.frames import VideoSource, list_frames, prepare_image, prepare_label, read_rgb, video_from_folders
 from dataset.masks import MaskReader
+from dataset.names import DAVIS_SPLITS, DAVIS_YEARS, YOUTUBE_SPLITS  # noqa: F401  (re-exported)
 from inference.engine import FrameInput, PCVOSEngine
 from inference.runner import VideoStats, probabilities_to_mask, segment_source
 from util import davis_metrics as dm
@@ -45,9 +46,6 @@ from util.sharding import Shard
 from util.video_io import VideoReader, is_video_file, prefetch
 from util.writer import MaskWriter, read_stamp, replace_problem
 
-DAVIS_YEARS = ("2016", "2017")
-DAVIS_SPLITS = ("val", "test-dev", "train", "trainval")
-YOUTUBE_SPLITS = ("valid", "test")
 VOID = 255  # DAVIS void label: never an object id
 
 

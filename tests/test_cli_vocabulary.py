@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 def table() -> list[dict]:
     """The rows of docs/cli.md's 'Every flag' table."""
     text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    section = text.split("## Every flag", 1)[1]
+    section = text.split("## Every flag", 1)[1].split("\n## ", 1)[0]
     rows = []
     for line in section.splitlines():
         if not line.startswith("| `"):
@@ -141,3 +142,37 @@ def test_old_names_parse_to_the_new_ones(tmp_path):
     trained = train.build_parser().parse_args(["--stage", "3", "--num-workers", "3", "--clip-lengths", "2", "2"])
     assert (trained.num_workers, trained.clip_lengths) == (3, [2, 2])
     assert "--num-workers" not in train.build_parser().format_help()
+
+
+# --------------------------------------------------------------------------- fast answers (docs/cli.md)
+
+HEAVY = ("torch", "torchvision", "cv2", "timm")
+
+
+def _run_importing(argv: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run a command under ``python -X importtime``: (the process, every module it imported)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    modules = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "argparse" in modules  # the listing was read
+    return proc, modules
+
+
+@pytest.mark.parametrize("command", [*DRIVERS, "train"])
+def test_help_answers_without_importing_torch(command):
+    proc, modules = _run_importing([f"{command}.py", "--help"])
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-2000:]
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["segment.py", "--video", "absent.mp4", "--mask", "m.png", "--output", "out"], "--video absent.mp4: no such file"),
+    (["eval_davis.py", "--davis-root", "absent", "--output", "out"], "--davis-root absent: no such folder"),
+    (["eval_generic.py", "--generic-root", ".", "--output", "out", "--model", "absent.pth"],
+     "--model absent.pth: file not found"),
+    (["train.py", "--stage", "3", "--davis-root", "absent"], "--davis-root absent: no such folder"),
+])
+def test_a_wrong_path_is_refused_without_importing_torch(argv, message):
+    proc, modules = _run_importing(argv)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))

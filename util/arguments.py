@@ -4,7 +4,8 @@
   (``(default: 2)``, ``(default: off)`` for a switch); a flag whose default is computed says so in
   its own words, and a required flag shows none;
 * :func:`add_alias` keeps a renamed flag working under its old name without listing it in ``--help``;
-* :func:`frame_size` reads an ``HxW`` frame size.
+* :func:`frame_size` reads an ``HxW`` frame size;
+* :func:`require_path` refuses a missing input in a line, before the heavy imports.
 
 Only the standard library is imported here: building a parser and printing ``--help`` must not wait
 for torch (docs/cli.md, "Fast answers").
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -117,3 +120,13 @@ def frame_size(text: str) -> tuple[int, int]:
     if height < 16 or width < 16:
         raise argparse.ArgumentTypeError(f"frame size {text!r}: both sides must be >= 16 pixels")
     return height, width
+
+
+def require_path(path: str | os.PathLike, flag: str, folder: bool, hint: str) -> None:
+    """Refuse a missing input before anything heavy is loaded: ``<flag> <path>: no such folder (file); <hint>``."""
+    path = Path(path)
+    if folder and not path.is_dir():
+        problem = "is a file, not a folder" if path.exists() else "no such folder"
+        raise (NotADirectoryError if path.exists() else FileNotFoundError)(f"{flag} {path}: {problem}; {hint}")
+    if not folder and not path.exists():
+        raise FileNotFoundError(f"{flag} {path}: no such file; {hint}")
