@@ -26,7 +26,7 @@ from inference.cli import (  # noqa: E402
     add_mask_args,
     add_output_args,
     build_engine,
-    check_engine_paths,
+    check_engine_flags,
     rerun_options,
 )
 from util.arguments import add_alias, new_parser, require_path  # noqa: E402
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     shard = resolve_shard(args.shard)
     require_path(args.davis_root, "--davis-root", folder=True, hint="give the DAVIS folder with JPEGImages/480p/ "
                  "(or its parent with trainval/)")
-    check_engine_paths(args)
+    check_engine_flags(args)
     from dataset.benchmarks import davis_benchmark, run_benchmark, summary_line
     from inference.preflight import preflight_benchmark
 

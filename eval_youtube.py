@@ -25,7 +25,7 @@ from inference.cli import (  # noqa: E402
     add_mask_args,
     add_output_args,
     build_engine,
-    check_engine_paths,
+    check_engine_flags,
     rerun_options,
 )
 from util.arguments import add_alias, new_parser, require_path  # noqa: E402
@@ -42,11 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=YOUTUBE_SPLITS, default="valid", help="dataset split (default valid)")
     add_alias(parser, parser.add_argument("--output", required=True, type=Path, metavar="FOLDER",
                                           help="results root: <output>/Annotations/<vid>/"), "--out")
-    parser.add_argument("--zip", type=Path, default=None, help="submission zip (default <output>.zip)")
-    parser.add_argument("--no-zip", action="store_true", help="do not write the submission zip")
-    parser.add_argument("--required-only", action="store_true",
+    packing = parser.add_mutually_exclusive_group()
+    packing.add_argument("--zip", type=Path, default=None, help="submission zip (default <output>.zip)")
+    packing.add_argument("--no-zip", action="store_true", help="do not write the submission zip")
+    frames = parser.add_mutually_exclusive_group()  # with --required-only, every segmented frame is a listed one
+    frames.add_argument("--required-only", action="store_true",
                         help="segment only the frames meta.json lists (default: every frame, as released)")
-    parser.add_argument("--output-all", action="store_true", help="write every segmented frame, not only meta.json's")
+    frames.add_argument("--output-all", action="store_true", help="write every segmented frame, not only meta.json's")
     add_output_args(parser)
     add_shard_arg(parser)
     add_engine_args(parser)
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     shard = resolve_shard(args.shard)
     require_path(args.youtube_root, "--youtube-root", folder=True, hint="give the YouTube-VOS root with "
                  "<split>/meta.json")
-    check_engine_paths(args)
+    check_engine_flags(args)
     from dataset.benchmarks import run_benchmark, summary_line, youtube_benchmark
     from inference.preflight import preflight_benchmark
 

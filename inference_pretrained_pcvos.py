@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference.cli import (  # noqa: E402
     add_engine_args,
     add_mask_args,
-    check_engine_paths,
+    check_engine_flags,
     engine_settings,
     load_network_and_settings,
     memory_options,
@@ -45,6 +45,12 @@ if TYPE_CHECKING:
 
 BENCHMARKS = ("davis2017", "davis2016", "youtube2019", "youtube2018", "generic")
 RELEASED_CLIP_LENGTHS = (5, 10, 15, 25)
+#: the flags only some benchmarks read (refused when none of them is chosen)
+READERS = {"davis_root": ("davis2017",), "davis2016_root": ("davis2016",), "youtube_root": ("youtube2019",),
+           "youtube2018_root": ("youtube2018",), "generic_root": ("generic",),
+           "davis_split": ("davis2017", "davis2016"), "davis_size": ("davis2017", "davis2016"),
+           "youtube_split": ("youtube2019", "youtube2018"), "required_only": ("youtube2019", "youtube2018"),
+           "no_zip": ("youtube2019", "youtube2018")}
 #: the dataset root each benchmark needs (davis2016: --davis2016-root, else --davis-root)
 NEEDS = {"davis2017": "davis_root", "youtube2019": "youtube_root", "youtube2018": "youtube2018_root",
          "generic": "generic_root"}
@@ -70,10 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("--generic-root", "--generic-path", "dataset root with JPEGImages/ and Annotations/"),
     ):
         add_alias(roots, roots.add_argument(flag, type=Path, metavar="FOLDER", help=text), old)
-    roots.add_argument("--davis-split", default="val", help="DAVIS split (default val)")
-    roots.add_argument("--davis-size", type=int, default=-1, metavar="PIXELS",
+    roots.add_argument("--davis-split", default=None, help="DAVIS split (default val)")
+    roots.add_argument("--davis-size", type=int, default=None, metavar="PIXELS",
                        help="short side of the DAVIS frames to work at; -1 keeps them as they are (default -1)")
-    add_alias(roots, roots.add_argument("--youtube-split", default="valid", choices=("valid", "test"),
+    add_alias(roots, roots.add_argument("--youtube-split", default=None, choices=("valid", "test"),
                                         help="YouTube-VOS split (default valid)"), "--yv-split")
     roots.add_argument("--required-only", action="store_true", help="YouTube-VOS: segment only meta.json frames")
     roots.add_argument("--no-zip", action="store_true", help="YouTube-VOS: skip the submission zips")
@@ -90,6 +96,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("--benchmarks davis2016 needs --davis2016-root (or --davis-root)")
         if name in NEEDS and getattr(args, NEEDS[name]) is None:
             parser.error(f"--benchmarks {name} needs --{NEEDS[name].replace('_', '-')}")
+    chosen = set(args.benchmarks)
+    for dest, readers in READERS.items():
+        if dest == "davis_root" and args.davis2016_root is None:
+            readers = (*readers, "davis2016")
+        if getattr(args, dest) not in (None, False) and not chosen & set(readers):
+            parser.error(f"--{dest.replace('_', '-')}: only --benchmarks {' / '.join(readers)} read it, and none "
+                         "of them is chosen; drop it or add the benchmark (a flag is never accepted and ignored)")
     if any(length < 1 for length in args.clip_lengths):
         parser.error("--clip-lengths must be positive integers")
     return args
@@ -100,18 +113,20 @@ def build_benchmark(name: str, args: argparse.Namespace, output: Path, scratch: 
     from dataset.benchmarks import davis_benchmark, generic_benchmark, youtube_benchmark
 
     if name == "davis2017":
-        bench = davis_benchmark(args.davis_root, "2017", args.davis_split, output, None, args.mask_values)
-        return bench, args.davis_size
+        bench = davis_benchmark(args.davis_root, "2017", args.davis_split or "val", output, None, args.mask_values)
+        return bench, -1 if args.davis_size is None else args.davis_size
     if name == "davis2016":
         root = args.davis2016_root or args.davis_root
-        bench = davis_benchmark(root, "2016", args.davis_split, output, scratch / "davis2016", args.mask_values)
-        return bench, args.davis_size
+        bench = davis_benchmark(root, "2016", args.davis_split or "val", output, scratch / "davis2016",
+                                args.mask_values)
+        return bench, -1 if args.davis_size is None else args.davis_size
     if name in ("youtube2019", "youtube2018"):
         root = args.youtube_root if name == "youtube2019" else args.youtube2018_root
-        bench = youtube_benchmark(root, args.youtube_split, output, args.required_only, mask_values=args.mask_values)
+        split = args.youtube_split or "valid"
+        bench = youtube_benchmark(root, split, output, args.required_only, mask_values=args.mask_values)
         if args.no_zip:
             bench.zip_path = None
-        bench.name = f"{name}-{args.youtube_split}"
+        bench.name = f"{name}-{split}"
         return bench, args.size
     return generic_benchmark(args.generic_root, output, mask_values=args.mask_values), args.size
 
@@ -180,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         flag = {"davis2016": "davis2016_root" if args.davis2016_root else "davis_root"}.get(name, NEEDS.get(name))
         require_path(getattr(args, flag), "--" + flag.replace("_", "-"), folder=True,
                      hint=f"give the root of the {name} benchmark")
-    check_engine_paths(args)
+    check_engine_flags(args)
     from dataset.benchmarks import run_benchmark, summary_line
     from inference.engine import PCVOSEngine, prepare_network
     from inference.preflight import check_annotations, check_output_file, check_output_folder
@@ -210,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         # Loaded once: every L shares these weights.
         network, recorded = load_network_and_settings(args.model, device, args.quality_weights)
         base = engine_settings(args, recorded, clip_length=args.clip_lengths[0])  # the L values are given
-        memory_factory = memory_options(args, network).factory()
+        memory_factory = memory_options(args, network, strict=True).factory()
         prepare_network(network, base)  # once for every L
         memory = PeakMemory(device)
         args.output.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers").
 from inference.cli import (  # noqa: E402
     add_engine_args,
-    check_engine_paths,
+    check_engine_flags,
     engine_settings,
     load_network_and_settings,
     memory_options,
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_app(args: argparse.Namespace):
     """The app for parsed arguments: loads the network once and checks the engine flags."""
-    check_engine_paths(args)
+    check_engine_flags(args, one_strategy=False)  # the page can switch to the strategy a knob is for
     from inference.interactive.propagate import Propagator
     from inference.interactive.server import create_app
     from inference.interactive.session import Settings

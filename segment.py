@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Only light modules here: --help and a wrong path answer before torch and OpenCV load (docs/cli.md, "Fast answers").
-from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
+from inference.cli import add_engine_args, add_mask_args, build_engine, check_memory_flags  # noqa: E402
 from util.arguments import add_alias, new_parser, require_path  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     require_path(args.video, "--video", folder=False, hint="give a video file or a folder of frames")
+    check_memory_flags(args)
     import numpy as np
 
     from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks, segment_stream

@@ -90,6 +90,19 @@ def add_mask_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-values", choices=MASK_VALUES, default="auto", help=MASK_VALUES_HELP)
 
 
+#: the memory flags and the strategies that read them (MemoryOptions field, strategies); the knobs default to
+#: None = not given, so that a knob given for a strategy that does not read it is refused, never ignored
+MEMORY_KNOBS = {
+    "max_memory_frames": ("max_frames", ("fifo", "afb", "quality")),
+    "memory_budget": ("budget", ("afb",)),
+    "afb_merge_threshold": ("merge_threshold", ("afb",)),
+    "afb_update_rate": ("update_rate", ("afb",)),
+    "quality_threshold": ("quality_threshold", ("quality",)),
+    "quality_source": ("quality_source", ("quality",)),
+    "quality_weights": (None, ("quality",)),
+}
+
+
 def add_memory_args(parser: argparse.ArgumentParser) -> None:
     """``--memory`` and the bounded-memory knobs (docs/memory.md)."""
     g = parser.add_argument_group("memory (long videos)")
@@ -97,22 +110,22 @@ def add_memory_args(parser: argparse.ArgumentParser) -> None:
                    help="keep-all: every memory frame stays (official, grows with the video; default); fifo: "
                         "annotated frames + the most recent N; afb: adaptive feature bank (merge similar elements, "
                         "evict the least used under --memory-budget); quality: QDMN-style quality-gated memory")
-    g.add_argument("--max-memory-frames", type=int, default=DEFAULT_MAX_FRAMES,
+    g.add_argument("--max-memory-frames", type=int, default=None,
                    help=f"fifo/quality: memory frames kept besides the annotated ones; afb: default budget in "
                         f"frames (default {DEFAULT_MAX_FRAMES})")
     g.add_argument("--memory-budget", type=int, default=None,
                    help="afb: memory elements (1/16-resolution pixels) kept in total; default "
                         "(max-memory-frames + 1) frames' worth")
-    g.add_argument("--afb-merge-threshold", type=float, default=AFB_MERGE_THRESHOLD,
+    g.add_argument("--afb-merge-threshold", type=float, default=None,
                    help=f"afb: merge an element x into its nearest one m when ||x - m||^2 / sqrt(key dim) <= t, "
                         f"i.e. their readout logits differ by <= t (default {AFB_MERGE_THRESHOLD})")
-    g.add_argument("--afb-update-rate", type=float, default=AFB_UPDATE_RATE,
+    g.add_argument("--afb-update-rate", type=float, default=None,
                    help=f"afb: merge weight of the new elements per frame, compounded over the frames between "
                         f"memory updates (default {AFB_UPDATE_RATE})")
-    g.add_argument("--quality-threshold", type=float, default=QUALITY_THRESHOLD,
+    g.add_argument("--quality-threshold", type=float, default=None,
                    help=f"quality: admit a frame if its quality >= this x the annotated frame's "
                         f"(default {QUALITY_THRESHOLD})")
-    g.add_argument("--quality-source", choices=QUALITY_SOURCES, default="auto",
+    g.add_argument("--quality-source", choices=QUALITY_SOURCES, default=None,
                    help="quality: 'head' (trained quality head), 'confidence' (training-free proxy from the "
                         "probabilities), 'auto' = head if the network has one (default)")
     g.add_argument("--quality-weights", default=None, metavar="PTH",
@@ -135,8 +148,23 @@ def check_model_path(model: str, flag: str = "--model") -> None:
         )
 
 
-def check_engine_paths(args: argparse.Namespace) -> None:
-    """The cheap checks of the engine flags' files: ``--model`` and ``--quality-weights`` exist."""
+def check_memory_flags(args: argparse.Namespace) -> None:
+    """Refuse a memory knob that ``--memory`` does not read: a flag is never accepted and ignored."""
+    for name, (_, readers) in MEMORY_KNOBS.items():
+        value = getattr(args, name, None)
+        if value is not None and args.memory not in readers:
+            raise ValueError(
+                f"--{name.replace('_', '-')} {value}: --memory {args.memory} does not read it (only "
+                f"{' / '.join(readers)}); drop it or pass --memory {readers[0]}"
+            )
+
+
+def check_engine_flags(args: argparse.Namespace, one_strategy: bool = True) -> None:
+    """The cheap checks of the engine flags, before anything heavy loads: ``--model`` and ``--quality-weights``
+    exist and, with ``one_strategy`` (every driver but the interactive app, whose page switches strategies),
+    no memory knob is given that ``--memory`` does not read."""
+    if one_strategy:
+        check_memory_flags(args)
     check_model_path(args.model)
     if getattr(args, "quality_weights", None) is not None:
         weights = Path(args.quality_weights)
@@ -210,15 +238,20 @@ def engine_settings(args: argparse.Namespace, recorded: InferenceSettings | None
     )
 
 
-def memory_options(args: argparse.Namespace, network: PCVOS | None = None) -> MemoryOptions:
-    """The memory strategy the flags select (checked against ``network`` when given)."""
+def memory_options(args: argparse.Namespace, network: PCVOS | None = None, strict: bool = False) -> MemoryOptions:
+    """The memory strategy the flags select (checked against ``network`` when given).
+
+    ``strict``: refuse a knob that ``--memory`` does not read (a driver's one strategy; the interactive
+    app keeps them, its page can switch strategies).
+    """
     from inference.memory_strategies import MemoryOptions
 
-    options = MemoryOptions(
-        strategy=args.memory, max_frames=args.max_memory_frames, budget=args.memory_budget,
-        merge_threshold=args.afb_merge_threshold, update_rate=args.afb_update_rate,
-        quality_threshold=args.quality_threshold, quality_source=args.quality_source,
-    )
+    if strict:
+        check_memory_flags(args)
+    given = {name: getattr(args, name, None) for name in MEMORY_KNOBS}
+    given = {name: value for name, value in given.items() if value is not None}
+    options = MemoryOptions(strategy=args.memory, **{MEMORY_KNOBS[name][0]: value for name, value in given.items()
+                                                     if MEMORY_KNOBS[name][0] is not None})
     if (network is not None and options.strategy == "quality" and options.quality_source == "head"
             and network.quality_head is None):
         raise ValueError(
@@ -237,7 +270,7 @@ def build_engine(args: argparse.Namespace, device: str | None = None) -> PCVOSEn
                                                   args.quality_weights)
     config = engine_settings(args, recorded)
     return PCVOSEngine(prepare_network(network, config), config,
-                       memory_factory=memory_options(args, network).factory())
+                       memory_factory=memory_options(args, network, strict=True).factory())
 
 
 # --------------------------------------------------------------------------- reruns of the benchmark drivers
@@ -286,10 +319,11 @@ def run_settings(args: argparse.Namespace, config: EngineConfig) -> dict:
         "memory": args.memory,
     }
     if args.memory != "keep-all":
+        memory = memory_options(args)
         settings.update(
-            max_memory_frames=args.max_memory_frames, memory_budget=args.memory_budget,
-            afb_merge_threshold=args.afb_merge_threshold, afb_update_rate=args.afb_update_rate,
-            quality_threshold=args.quality_threshold, quality_source=args.quality_source,
+            max_memory_frames=memory.max_frames, memory_budget=memory.budget,
+            afb_merge_threshold=memory.merge_threshold, afb_update_rate=memory.update_rate,
+            quality_threshold=memory.quality_threshold, quality_source=memory.quality_source,
         )
     return settings
 

@@ -176,3 +176,27 @@ def test_a_wrong_path_is_refused_without_importing_torch(argv, message):
     proc, modules = _run_importing(argv)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+def test_no_flag_is_accepted_and_ignored(capsys):
+    """A flag the chosen mode does not read is refused in one line, before anything loads."""
+    import eval_generic
+    import eval_youtube
+    import inference_pretrained_pcvos
+    from util.errors import run_cli
+
+    base = ["--generic-root", str(ROOT), "--output", "out", "--model", "recipe"]
+    assert run_cli(eval_generic.main, [*base, "--memory-budget", "300"]) == 2
+    assert "--memory-budget 300: --memory keep-all does not read it (only afb)" in capsys.readouterr().err
+    assert run_cli(eval_generic.main, [*base, "--memory", "fifo", "--quality-threshold", "0.5"]) == 2
+    assert "--quality-threshold 0.5: --memory fifo does not read it" in capsys.readouterr().err
+    sweep = ["--output", "o", "--benchmarks", "generic", "--generic-root", "g"]
+    for extra in (["--davis-split", "val"], ["--youtube-root", "y"], ["--no-zip"], ["--davis-size", "480"]):
+        with pytest.raises(SystemExit):
+            inference_pretrained_pcvos.parse_args([*sweep, *extra])
+        assert "none of them is chosen" in capsys.readouterr().err
+    assert inference_pretrained_pcvos.parse_args(sweep).davis_split is None  # not given: the default applies
+    for extra in (["--zip", "z.zip", "--no-zip"], ["--required-only", "--output-all"]):
+        with pytest.raises(SystemExit):
+            eval_youtube.parse_args(["--youtube-root", "y", "--output", "o", *extra])
+        assert "not allowed with" in capsys.readouterr().err
