@@ -5,7 +5,7 @@
 
 Protocol (every figure of docs/benchmarks.md comes from it):
 
-* a video of ``--frames`` T frames at ``--size`` HxW with ``--objects`` K moving
+* a video of ``--frames`` T frames at ``--frame-size`` HxW with ``--objects`` K moving
   objects is generated (deterministic, seed 0); all objects are annotated at
   frame 0 and every frame is segmented (T frames counted, as the released
   ``--time`` flag counts);

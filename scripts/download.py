@@ -4,8 +4,8 @@ Usage::
 
     python scripts/download.py pcvos                    # the released PCVOS checkpoint -> saves/s03_pcvos_ytvos.pth
     python scripts/download.py stcn | stcn-s03          # STCN's s012 / s03 checkpoints -> saves/stcn.pth, stcn_s03.pth
-    python scripts/download.py imagenet --out ~/.cache/torch/hub/checkpoints   # ResNet-50/18 ImageNet weights
-    python scripts/download.py davis --out ../DAVIS/2017                         # DAVIS 2017 trainval 480p
+    python scripts/download.py imagenet --output ~/.cache/torch/hub/checkpoints   # ResNet-50/18 ImageNet weights
+    python scripts/download.py davis --output ../DAVIS/2017                         # DAVIS 2017 trainval 480p
     python scripts/download.py youtube | static | bl30k                          # prints manual steps
 
 Direct downloads are streamed to a temporary name, verified (sha256 prefix

@@ -1,9 +1,9 @@
 """Write synthetic VOS data in any layout the drivers read (no downloads needed).
 
 Examples (from the repository root):
-    python scripts/make_synthetic.py --layout davis --out data/syn/DAVIS/2017/trainval --videos 4
-    python scripts/make_synthetic.py --layout youtube --out data/syn/YouTube --videos 4 --ground-truth
-    python scripts/make_synthetic.py --layout mp4 --out data/syn/mp4 --videos 1 --frames 3000 --leave-and-return
+    python scripts/make_synthetic.py --layout davis --output data/syn/DAVIS/2017/trainval --videos 4
+    python scripts/make_synthetic.py --layout youtube --output data/syn/YouTube --videos 4 --ground-truth
+    python scripts/make_synthetic.py --layout mp4 --output data/syn/mp4 --videos 1 --frames 3000 --leave-and-return
 """
 
 from __future__ import annotations

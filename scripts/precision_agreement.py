@@ -1,7 +1,7 @@
 """Do reduced-precision masks equal the fp32 masks? A checkpoint on a DAVIS-layout set, per clip length.
 
-    python scripts/precision_agreement.py --checkpoint quickstart_out/runs/quickstart/quickstart_final.pth \
-        --davis-root quickstart_out/data/val [--split val] [--clip-lengths 5 25] [--precision bf16]
+    python scripts/precision_agreement.py --model quickstart_out/runs/quickstart/quickstart_final.pth \
+        --davis-root quickstart_out/data/val [--split val] [--clip-lengths 5 25] [--precisions bf16]
 
 Every video of the split is segmented by the real evaluation path (``run_benchmark``) in fp32 and in each
 ``--precision``; the agreement is the fraction of pixels, over every frame after each video's first, whose
@@ -71,7 +71,7 @@ def mask_agreement(reference: Path, other: Path) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file; pass a PCVOS or train.py checkpoint")
+        raise FileNotFoundError(f"--model {args.checkpoint}: no such file; pass a PCVOS or train.py checkpoint")
     device = resolve_device(args.device)
     network, _ = build_model(args.checkpoint, device)
     prepare_network(network)

@@ -1,6 +1,6 @@
 """The built-in default: see the whole system work on a laptop CPU, no downloads.
 
-    python scripts/quickstart.py [--out quickstart_out] [--iterations N] [--short]
+    python scripts/quickstart.py [--output quickstart_out] [--iterations N] [--short]
 
 1. generates a synthetic training set and a held-out validation set;
 2. trains the SMALL model (ResNet-18 key encoder, narrow layers: NOT the
@@ -171,7 +171,7 @@ def training_config(args: argparse.Namespace, train_root: Path) -> TrainConfig:
         num_workers=args.workers,
         output=str(args.out / "runs"),
         run_name="quickstart",
-        # A rerun into the same --out trains anew and replaces the earlier run; the segments of one run then
+        # A rerun into the same --output trains anew and replaces the earlier run; the segments of one run then
         # continue it with resume (train_model), which the overwrite does not touch.
         overwrite=True,
         imagenet=False,

@@ -70,7 +70,7 @@ def test_the_table_is_read_and_names_every_command():
 
 
 def test_one_row_per_flag():
-    """A flag has one meaning: it is in one row, and no row's flag is another row's old name in the same command."""
+    """A flag has one meaning: it is in one row (one meaning in every command that has it)."""
     seen: dict[str, int] = {}
     for i, row in enumerate(ROWS):
         for flag in row["flags"]:
