@@ -1,6 +1,6 @@
 """Segment every video of a generic folder: JPEGImages/<video>/ + Annotations/<video>/.
 
-    python eval_generic.py --model saves/s03_pcvos_ytvos.pth --data ROOT --output OUT
+    python eval_generic.py --model saves/s03_pcvos_ytvos.pth --generic-root ROOT --output OUT
 
 Annotations are palette PNGs at the frames where objects first appear (any
 frames, YouTube-VOS style). Writes <OUT>/<video>/<frame>.png with the original
@@ -15,36 +15,56 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset.benchmarks import generic_benchmark  # noqa: E402
-from inference.benchmark_run import run_benchmark  # noqa: E402
-from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
-from inference.preflight import preflight_benchmark  # noqa: E402
-from inference.report import benchmark_summary, start_run  # noqa: E402
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers").
+from inference.cli import (  # noqa: E402
+    add_engine_args,
+    add_mask_args,
+    add_output_args,
+    build_engine,
+    check_engine_flags,
+    rerun_options,
+)
+from util.arguments import add_alias, new_parser, require_path  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path, help="root with JPEGImages/ and Annotations/")
-    parser.add_argument("--output", required=True, type=Path, help="results root")
-    parser.add_argument("--videos", nargs="*", help="only these videos (default: all)")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
+    add_alias(parser, parser.add_argument("--generic-root", required=True, type=Path, metavar="FOLDER",
+                                          help="dataset root with JPEGImages/ and Annotations/"), "--data")
+    add_alias(parser, parser.add_argument("--output", required=True, type=Path, metavar="FOLDER",
+                                          help="results root: <output>/<video>/<frame>.png"), "--out")
+    add_alias(parser, parser.add_argument("--only", nargs="*", metavar="VIDEO",
+                                          help="segment only these videos (default: all)"), "--videos")
     add_output_args(parser)
     add_shard_arg(parser)
     add_engine_args(parser)
     add_mask_args(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
-    args.device = shard_device(args.device)
-    bench = generic_benchmark(args.data, args.output, args.videos, args.mask_values)
+    require_path(args.generic_root, "--generic-root", folder=True, hint="give the folder with JPEGImages/ and "
+                 "Annotations/")
+    check_engine_flags(args)
+    from dataset.benchmarks import generic_benchmark
+    from inference.benchmark_run import run_benchmark
+    from inference.preflight import preflight_benchmark
+    from inference.report import benchmark_summary, start_run
+
+    bench = generic_benchmark(args.generic_root, args.output, args.only, args.mask_values)
     preflight_benchmark(bench)  # outputs and annotations: a bad input fails before any video is segmented
-    engine = build_engine(args)
+    engine = build_engine(args, device=shard_device(args.device))
     monitor = start_run("eval_generic.py", args, engine)
-    result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
+    result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args, engine.config))
     print(benchmark_summary(result, monitor))
     return 0
 

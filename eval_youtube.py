@@ -1,6 +1,6 @@
 """Segment YouTube-VOS 2018 / 2019 (valid or test) and pack the submission zip.
 
-    python eval_youtube.py --yv-path ../YouTube --split valid --output results/yv19 -L 5
+    python eval_youtube.py --youtube-root ../YouTube --split valid --output results/yv19 -L 5
 
 Reads every 30-fps frame from all_frames/<split>_all_frames/JPEGImages (the released
 --predict_all protocol) and the first-appearance masks from <split>/Annotations; objects
@@ -18,45 +18,67 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset.benchmarks import YOUTUBE_SPLITS, youtube_benchmark  # noqa: E402
-from inference.benchmark_run import run_benchmark  # noqa: E402
-from inference.cli import add_engine_args, add_mask_args, add_output_args, build_engine, rerun_options  # noqa: E402
-from inference.preflight import preflight_benchmark  # noqa: E402
-from inference.report import benchmark_summary, start_run  # noqa: E402
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers").
+from dataset.names import YOUTUBE_SPLITS  # noqa: E402
+from inference.cli import (  # noqa: E402
+    add_engine_args,
+    add_mask_args,
+    add_output_args,
+    build_engine,
+    check_engine_flags,
+    rerun_options,
+)
+from util.arguments import add_alias, new_parser, require_path  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.sharding import add_shard_arg, resolve_shard, shard_device  # noqa: E402
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--yv-path", required=True, type=Path,
-                        help="YouTube-VOS root with <split>/meta.json, <split>/Annotations and all_frames/")
-    parser.add_argument("--split", choices=YOUTUBE_SPLITS, default="valid", help="default valid")
-    parser.add_argument("--output", required=True, type=Path, help="results root: <output>/Annotations/<vid>/")
-    parser.add_argument("--zip", type=Path, default=None, help="submission zip (default <output>.zip)")
-    parser.add_argument("--no-zip", action="store_true", help="do not write the submission zip")
-    parser.add_argument("--required-only", action="store_true",
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
+    add_alias(parser, parser.add_argument(
+        "--youtube-root", required=True, type=Path, metavar="FOLDER",
+        help="YouTube-VOS root with <split>/meta.json, <split>/Annotations and all_frames/"), "--yv-path")
+    parser.add_argument("--split", choices=YOUTUBE_SPLITS, default="valid", help="dataset split (default valid)")
+    add_alias(parser, parser.add_argument("--output", required=True, type=Path, metavar="FOLDER",
+                                          help="results root: <output>/Annotations/<vid>/"), "--out")
+    packing = parser.add_mutually_exclusive_group()
+    packing.add_argument("--zip", type=Path, default=None, help="submission zip (default <output>.zip)")
+    packing.add_argument("--no-zip", action="store_true", help="do not write the submission zip")
+    frames = parser.add_mutually_exclusive_group()  # with --required-only, every segmented frame is a listed one
+    frames.add_argument("--required-only", action="store_true",
                         help="segment only the frames meta.json lists (default: every frame, as released)")
-    parser.add_argument("--output-all", action="store_true", help="write every segmented frame, not only meta.json's")
+    frames.add_argument("--output-all", action="store_true", help="write every segmented frame, not only meta.json's")
     add_output_args(parser)
     add_shard_arg(parser)
     add_engine_args(parser)
     add_mask_args(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shard = resolve_shard(args.shard)
-    args.device = shard_device(args.device)
-    bench = youtube_benchmark(args.yv_path, args.split, args.output, args.required_only, args.output_all, args.zip,
+    require_path(args.youtube_root, "--youtube-root", folder=True, hint="give the YouTube-VOS root with "
+                 "<split>/meta.json")
+    check_engine_flags(args)
+    from dataset.benchmarks import youtube_benchmark
+    from inference.benchmark_run import run_benchmark
+    from inference.preflight import preflight_benchmark
+    from inference.report import benchmark_summary, start_run
+
+    bench = youtube_benchmark(args.youtube_root, args.split, args.output, args.required_only, args.output_all, args.zip,
                               args.mask_values)
     if args.no_zip:
         bench.zip_path = None
     preflight_benchmark(bench, zip_flag="--zip" if args.zip else "--zip (default <output>.zip)")
-    engine = build_engine(args)
+    engine = build_engine(args, device=shard_device(args.device))
     monitor = start_run("eval_youtube.py", args, engine)
-    result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args))
+    result = run_benchmark(engine, bench, args.size, args.workers, shard, **rerun_options(args, engine.config))
     print(benchmark_summary(result, monitor))
     return 0
 

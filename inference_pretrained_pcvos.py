@@ -1,7 +1,7 @@
 """Reproduce the released PCVOS evaluation: one model, several clip lengths L, several benchmarks.
 
     python inference_pretrained_pcvos.py --model saves/s03_pcvos_ytvos.pth \
-        --benchmarks youtube2019 youtube2018 --yv-path ../YouTube --yv2018-path ../YouTube2018 \
+        --benchmarks youtube2019 youtube2018 --youtube-root ../YouTube --youtube2018-root ../YouTube2018 \
         --clip-lengths 5 10 15 25 --output results/sweep
 
 The network is loaded once; for each L an engine is built on the same network and every
@@ -22,64 +22,92 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-from dataset.benchmarks import Benchmark, davis_benchmark, generic_benchmark, youtube_benchmark  # noqa: E402
-from inference.benchmark_run import run_benchmark  # noqa: E402
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers").
 from inference.cli import (  # noqa: E402
     add_engine_args,
     add_mask_args,
     add_overlay_arg,
-    engine_config,
+    check_engine_flags,
+    engine_settings,
     load_network_and_settings,
     memory_options,
-    resolve_flip,
 )
-from inference.engine import PCVOSEngine, prepare_network  # noqa: E402
-from inference.overlays import check_overlay_names  # noqa: E402
-from inference.preflight import check_annotations, check_output_file, check_output_folder  # noqa: E402
-from inference.report import RunMonitor, benchmark_summary, header_line  # noqa: E402
+from util.arguments import add_alias, new_parser, require_path  # noqa: E402
 from util.errors import run_cli  # noqa: E402
-from util.pictures import Chart, Series, save_png  # noqa: E402
 from util.progress import progress  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
+if TYPE_CHECKING:
+    from dataset.benchmarks import Benchmark
+    from util.pictures import Chart
+
 BENCHMARKS = ("davis2017", "davis2016", "youtube2019", "youtube2018", "generic")
 RELEASED_CLIP_LENGTHS = (5, 10, 15, 25)
+#: the flags only some benchmarks read (refused when none of them is chosen)
+READERS = {"davis_root": ("davis2017",), "davis2016_root": ("davis2016",), "youtube_root": ("youtube2019",),
+           "youtube2018_root": ("youtube2018",), "generic_root": ("generic",),
+           "davis_split": ("davis2017", "davis2016"), "davis_size": ("davis2017", "davis2016"),
+           "youtube_split": ("youtube2019", "youtube2018"), "required_only": ("youtube2019", "youtube2018"),
+           "no_zip": ("youtube2019", "youtube2018")}
+#: the dataset root each benchmark needs (davis2016: --davis2016-root, else --davis-root)
+NEEDS = {"davis2017": "davis_root", "youtube2019": "youtube_root", "youtube2018": "youtube2018_root",
+         "generic": "generic_root"}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clip-lengths", type=int, nargs="+", default=list(RELEASED_CLIP_LENGTHS),
-                        help="values of L to sweep (default 5 10 15 25, as released)")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
+    # -L is accepted as another name of --clip-lengths: a sweep has no single L
+    add_alias(parser, parser.add_argument(
+        "--clip-lengths", type=int, nargs="+", default=list(RELEASED_CLIP_LENGTHS), metavar="L",
+        help="values of L to sweep (default 5 10 15 25, as released)"), "-L", "--clip-length")
     parser.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, default=["youtube2019", "youtube2018"],
                         help="benchmarks to run for every L (default: youtube2019 youtube2018, as released)")
-    parser.add_argument("--output", required=True, type=Path, help="results root: <output>/L<L>/<benchmark>/")
+    add_alias(parser, parser.add_argument("--output", required=True, type=Path, metavar="FOLDER",
+                                          help="results root: <output>/L<L>/<benchmark>/"), "--out")
     roots = parser.add_argument_group("dataset roots")
-    roots.add_argument("--davis-path", type=Path, help="DAVIS 2017 folder (trainval/ or its parent)")
-    roots.add_argument("--davis2016-path", type=Path, help="DAVIS 2016 folder (default: --davis-path, ImageSets/2016)")
-    roots.add_argument("--davis-split", default="val", help="DAVIS split (default val)")
-    roots.add_argument("--davis-size", type=int, default=-1, help="DAVIS working short side (default -1 = as is)")
-    roots.add_argument("--yv-path", type=Path, help="YouTube-VOS 2019 root")
-    roots.add_argument("--yv2018-path", type=Path, help="YouTube-VOS 2018 root")
-    roots.add_argument("--yv-split", default="valid", choices=("valid", "test"), help="default valid")
-    roots.add_argument("--generic-path", type=Path, help="generic root with JPEGImages/ and Annotations/")
+    for flag, old, text in (
+        ("--davis-root", "--davis-path", "DAVIS 2017 folder (trainval/ or its parent)"),
+        ("--davis2016-root", "--davis2016-path", "DAVIS 2016 folder (default: --davis-root, ImageSets/2016)"),
+        ("--youtube-root", "--yv-path", "YouTube-VOS 2019 root"),
+        ("--youtube2018-root", "--yv2018-path", "YouTube-VOS 2018 root"),
+        ("--generic-root", "--generic-path", "dataset root with JPEGImages/ and Annotations/"),
+    ):
+        add_alias(roots, roots.add_argument(flag, type=Path, metavar="FOLDER", help=text), old)
+    roots.add_argument("--davis-split", default=None, help="DAVIS split (default val)")
+    roots.add_argument("--davis-size", type=int, default=None, metavar="PIXELS",
+                       help="short side of the DAVIS frames to work at; -1 keeps them as they are (default -1)")
+    add_alias(roots, roots.add_argument("--youtube-split", default=None, choices=("valid", "test"),
+                                        help="YouTube-VOS split (default valid)"), "--yv-split")
     roots.add_argument("--required-only", action="store_true", help="YouTube-VOS: segment only meta.json frames")
     roots.add_argument("--no-zip", action="store_true", help="YouTube-VOS: skip the submission zips")
     add_overlay_arg(parser)
-    add_engine_args(parser)
+    add_engine_args(parser, clip_length=False)
     add_mask_args(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    needs = {"davis2017": "davis_path", "youtube2019": "yv_path", "youtube2018": "yv2018_path",
-             "generic": "generic_path"}
     for name in args.benchmarks:
-        if name == "davis2016" and args.davis2016_path is None and args.davis_path is None:
-            parser.error("--benchmarks davis2016 needs --davis2016-path (or --davis-path)")
-        if name in needs and getattr(args, needs[name]) is None:
-            parser.error(f"--benchmarks {name} needs --{needs[name].replace('_', '-')}")
+        if name == "davis2016" and args.davis2016_root is None and args.davis_root is None:
+            parser.error("--benchmarks davis2016 needs --davis2016-root (or --davis-root)")
+        if name in NEEDS and getattr(args, NEEDS[name]) is None:
+            parser.error(f"--benchmarks {name} needs --{NEEDS[name].replace('_', '-')}")
+    chosen = set(args.benchmarks)
+    for dest, readers in READERS.items():
+        if dest == "davis_root" and args.davis2016_root is None:
+            readers = (*readers, "davis2016")
+        if getattr(args, dest) not in (None, False) and not chosen & set(readers):
+            parser.error(f"--{dest.replace('_', '-')}: only --benchmarks {' / '.join(readers)} read it, and none "
+                         "of them is chosen; drop it or add the benchmark (a flag is never accepted and ignored)")
     if any(length < 1 for length in args.clip_lengths):
         parser.error("--clip-lengths must be positive integers")
     return args
@@ -87,21 +115,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_benchmark(name: str, args: argparse.Namespace, output: Path, scratch: Path) -> tuple[Benchmark, int]:
     """(benchmark, working size) for one benchmark name."""
+    from dataset.benchmarks import davis_benchmark, generic_benchmark, youtube_benchmark
+
     if name == "davis2017":
-        bench = davis_benchmark(args.davis_path, "2017", args.davis_split, output, None, args.mask_values)
-        return bench, args.davis_size
+        bench = davis_benchmark(args.davis_root, "2017", args.davis_split or "val", output, None, args.mask_values)
+        return bench, -1 if args.davis_size is None else args.davis_size
     if name == "davis2016":
-        root = args.davis2016_path or args.davis_path
-        bench = davis_benchmark(root, "2016", args.davis_split, output, scratch / "davis2016", args.mask_values)
-        return bench, args.davis_size
+        root = args.davis2016_root or args.davis_root
+        bench = davis_benchmark(root, "2016", args.davis_split or "val", output, scratch / "davis2016",
+                                args.mask_values)
+        return bench, -1 if args.davis_size is None else args.davis_size
     if name in ("youtube2019", "youtube2018"):
-        root = args.yv_path if name == "youtube2019" else args.yv2018_path
-        bench = youtube_benchmark(root, args.yv_split, output, args.required_only, mask_values=args.mask_values)
+        root = args.youtube_root if name == "youtube2019" else args.youtube2018_root
+        split = args.youtube_split or "valid"
+        bench = youtube_benchmark(root, split, output, args.required_only, mask_values=args.mask_values)
         if args.no_zip:
             bench.zip_path = None
-        bench.name = f"{name}-{args.yv_split}"
+        bench.name = f"{name}-{split}"
         return bench, args.size
-    return generic_benchmark(args.generic_path, output, mask_values=args.mask_values), args.size
+    return generic_benchmark(args.generic_root, output, mask_values=args.mask_values), args.size
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -126,6 +158,8 @@ def markdown_table(rows: list[dict]) -> str:
 def sweep_chart(rows: list[dict], title: str = "") -> Chart:
     """The sweep's picture, as the paper's Figure 1: J&F (%) against engine FPS, one point per L
     (labelled), one line per benchmark with scores; engine FPS against L when no row has a J&F."""
+    from util.pictures import Chart, Series
+
     scored = [r for r in rows if r["J&F"] is not None]
     names = list(dict.fromkeys(r["benchmark"] for r in (scored or rows)))
     if scored:
@@ -153,6 +187,18 @@ def write_atomic(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for name in args.benchmarks:  # the roots the benchmarks need exist (their layouts are checked below)
+        flag = {"davis2016": "davis2016_root" if args.davis2016_root else "davis_root"}.get(name, NEEDS.get(name))
+        require_path(getattr(args, flag), "--" + flag.replace("_", "-"), folder=True,
+                     hint=f"give the root of the {name} benchmark")
+    check_engine_flags(args)
+    from inference.benchmark_run import run_benchmark
+    from inference.engine import PCVOSEngine, prepare_network
+    from inference.overlays import check_overlay_names
+    from inference.preflight import check_annotations, check_output_file, check_output_folder
+    from inference.report import RunMonitor, benchmark_summary, header_line
+    from util.pictures import save_png
+
     device = resolve_device(args.device)
     check_output_folder(args.output)
     rows: list[dict] = []
@@ -178,18 +224,19 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.benchmarks:  # the same videos at every L: their annotations are read once
             check_annotations(runs[args.clip_lengths[0], name][0].sources)
         # Loaded once: every L shares these weights.
-        network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
-        resolve_flip(args, recommended)
+        network, recorded = load_network_and_settings(args.model, device, args.quality_weights)
+        base = engine_settings(args, recorded, clip_length=args.clip_lengths[0])  # the L values are given
         memory = RunMonitor(device)
-        memory_factory = memory.wrap(memory_options(args, network).factory())
-        prepare_network(network, engine_config(args, clip_length=args.clip_lengths[0]))  # once for every L
-        sizes = {"davis2017", "davis2016"} & set(args.benchmarks)
-        size = None if not sizes else (f"{args.size} (short side; DAVIS: "
-                                       f"{'original' if args.davis_size < 0 else args.davis_size})")
-        print(header_line("inference_pretrained_pcvos.py", args, device, args.clip_lengths, size), flush=True)
+        memory_factory = memory.wrap(memory_options(args, network, strict=True).factory())
+        prepare_network(network, base)  # once for every L
+        davis_size = -1 if args.davis_size is None else args.davis_size
+        size = None if not {"davis2017", "davis2016"} & set(args.benchmarks) else (
+            f"{args.size} (short side; DAVIS: {'original' if davis_size < 0 else davis_size})")
+        print(header_line("inference_pretrained_pcvos.py", args, device, args.clip_lengths, size, config=base),
+              flush=True)
         args.output.mkdir(parents=True, exist_ok=True)
         for length in progress(args.clip_lengths, "sweep L values"):
-            engine = PCVOSEngine(network, engine_config(args, clip_length=length), memory_factory=memory_factory)
+            engine = PCVOSEngine(network, replace(base, clip_length=length), memory_factory=memory_factory)
             for name in args.benchmarks:
                 out = args.output / f"L{length}" / name
                 bench, size = runs[length, name]
@@ -207,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows)
     print(table, end="")
     write_atomic(args.output / "sweep.md", table)
-    report = {"model": args.model, "device": str(device), "precision": args.precision, "memory": args.memory,
+    report = {"model": args.model, "device": str(device), "precision": base.precision, "memory": args.memory,
               "rows": rows}
     write_atomic(args.output / "sweep.json", json.dumps(report, indent=1) + "\n")
     if rows:
-        title = f"{Path(args.model).name}, {device}, {args.precision}: " + (
+        title = f"{Path(args.model).name}, {device}, {base.precision}: " + (
             "J&F against speed, one point per L" if any(r["J&F"] is not None for r in rows) else "speed per L")
         save_png(sweep_chart(rows, title).render(), args.output / "sweep.png")
     total = sum(r["frames"] for r in rows)

@@ -17,47 +17,56 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers").
 from inference.cli import (  # noqa: E402
     add_engine_args,
+    check_engine_flags,
+    engine_settings,
     load_network_and_settings,
     memory_options,
-    resolve_clip_length,
-    resolve_flip,
 )
-from inference.interactive.propagate import Propagator  # noqa: E402
-from inference.interactive.server import create_app  # noqa: E402
-from inference.interactive.session import Settings  # noqa: E402
+from util.arguments import new_parser  # noqa: E402
+from util.errors import run_cli  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the "
                              "app, which reads and writes files as you, to the network)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--workdir", type=Path, default=Path("interactive_sessions"),
+    parser.add_argument("--workdir", type=Path, default=Path("interactive_sessions"), metavar="FOLDER",
                         help="folder of the session folders (default ./interactive_sessions)")
     add_engine_args(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def build_app(args: argparse.Namespace):
     """The app for parsed arguments: loads the network once and checks the engine flags."""
+    check_engine_flags(args, one_strategy=False)  # the page can switch to the strategy a knob is for
+    from inference.interactive.propagate import Propagator
+    from inference.interactive.server import create_app
+    from inference.interactive.session import Settings
+
     device = resolve_device(args.device)
-    network, recommended = load_network_and_settings(args.model, device, args.quality_weights)
-    resolve_clip_length(args, recommended)
-    resolve_flip(args, recommended)
+    network, recorded = load_network_and_settings(args.model, device, args.quality_weights)
+    config = engine_settings(args, recorded)
     memory_options(args, network)  # checks the memory flags before the first propagation
-    defaults = Settings(clip_length=args.clip_length, precision=args.precision, memory=args.memory, size=args.size)
-    return create_app(args.workdir, defaults, lambda session: Propagator(session, network, args))
+    defaults = Settings(clip_length=config.clip_length, precision=config.precision, memory=args.memory, size=args.size)
+    return create_app(args.workdir, defaults, lambda session: Propagator(session, network, config, args))
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
     args = parse_args(argv)
     app = build_app(args)
+    import uvicorn
+
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
     # uvicorn reports the bound port only after startup: print the URL from the started socket
@@ -78,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

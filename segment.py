@@ -28,33 +28,33 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from dataset.benchmarks import FrameStream, open_frames, parse_mask_arg, read_user_masks  # noqa: E402
-from dataset.frames import list_frames, read_rgb  # noqa: E402
-from inference.cli import add_engine_args, add_mask_args, build_engine  # noqa: E402
-from inference.engine import PCVOSEngine  # noqa: E402
-from inference.predictor import DIRECTIONS  # noqa: E402
-from inference.preflight import check_output_file, check_output_folder  # noqa: E402
-from inference.report import start_run, summary_line  # noqa: E402
-from inference.runner import VideoStats, segment_stream  # noqa: E402
+# Only light modules here: --help and a wrong path answer before torch and OpenCV load (docs/cli.md, "Fast answers").
+from inference.cli import add_engine_args, add_mask_args, build_engine, check_memory_flags  # noqa: E402
+from inference.settings import DIRECTIONS  # noqa: E402
+from util.arguments import add_alias, new_parser, require_path  # noqa: E402
 from util.errors import run_cli  # noqa: E402
-from util.pictures import overlay  # noqa: E402
-from util.progress import Progress, progress  # noqa: E402
-from util.video_io import OverlayWriter  # noqa: E402
-from util.writer import AtomicFolder, MaskWriter, write_stamp  # noqa: E402
+
+if TYPE_CHECKING:
+    from dataset.benchmarks import FrameStream
+    from inference.engine import PCVOSEngine
+    from inference.runner import VideoStats
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
     parser.add_argument("--video", required=True, type=Path, help="video file (.mp4, .avi, ...) or folder of frames")
     parser.add_argument("--mask", required=True, action="append", metavar="[FRAME:]PATH",
                         help="mask PNG for frame 0, or FRAME:PATH for objects appearing at FRAME; repeatable")
-    parser.add_argument("--output", type=Path, help="folder for the mask PNGs")
-    parser.add_argument("--overlay", type=Path, help="write an overlay video (mp4) here")
+    add_alias(parser, parser.add_argument("--output", type=Path, metavar="FOLDER",
+                                          help="folder for the mask PNGs (default: none written)"), "--out")
+    parser.add_argument("--overlay", type=Path, metavar="MP4", help="write an overlay video here (default: none)")
     parser.add_argument("--fps", type=float, default=None,
                         help="overlay frame rate (default: the video's, or 25 for a frame folder)")
     parser.add_argument("--direction", choices=DIRECTIONS, default="both",
@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "the frames before it (default both)")
     add_engine_args(parser)
     add_mask_args(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.output is None and args.overlay is None:
         parser.error("nothing to write: give --output DIR and/or --overlay OUT.mp4")
@@ -71,6 +76,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    require_path(args.video, "--video", folder=False, hint="give a video file or a folder of frames")
+    check_memory_flags(args)
+    from dataset.benchmarks import open_frames, parse_mask_arg, read_user_masks
+    from inference.preflight import check_output_file, check_output_folder
+    from inference.report import start_run, summary_line
+    from inference.runner import segment_stream
+    from util.pictures import overlay
+    from util.progress import Progress
+    from util.video_io import OverlayWriter
+    from util.writer import MaskWriter, write_stamp
+
     stream = open_frames(args.video, args.fps or 25.0)
     labels, palette = read_user_masks(args.mask, stream, args.mask_values)
     if args.output is not None:
@@ -169,6 +185,9 @@ def segment_backward(
     original frame indices. A frame folder is read backwards file by file; a video file is decoded once,
     up to frame ``start``, into ``scratch`` and read back from there.
     """
+    from inference.runner import segment_stream
+    from util.progress import Progress
+
     reversed_labels = {start - index: mask for index, mask in labels.items()}
     frames = reversed_frames(stream, start, scratch)
     with Progress("backward frames", start + 1) as meter:
@@ -182,6 +201,9 @@ def segment_backward(
 
 def reversed_frames(stream: FrameStream, start: int, scratch: Path) -> Iterator[np.ndarray]:
     """uint8 [H, W, 3] RGB frames ``start`` down to 0."""
+    from dataset.frames import list_frames, read_rgb
+    from util.progress import progress
+
     if stream.path.is_dir():
         files = list_frames(stream.path)
         return (read_rgb(files[index]) for index in range(start, -1, -1))
@@ -197,7 +219,7 @@ def reversed_frames(stream: FrameStream, start: int, scratch: Path) -> Iterator[
     return (np.load(scratch / f"frame{index:06d}.npy") for index in range(start, -1, -1))
 
 
-def mask_folder(output: Path, inputs: tuple[Path, ...]) -> AtomicFolder:
+def mask_folder(output: Path, inputs: tuple[Path, ...]):
     """The AtomicFolder that becomes ``--output`` (a leftover temporary of a killed run is removed).
 
     ``inputs``: the video and mask files; an ``--output`` holding one of them is never replaced
@@ -210,6 +232,8 @@ def mask_folder(output: Path, inputs: tuple[Path, ...]) -> AtomicFolder:
         raise ValueError(f"--output {output}: this is a file, not a folder; give a folder for the mask PNGs")
     if final == inputs[0].resolve() or final == final.parent:
         raise ValueError(f"--output {output}: this is the input frame folder or the root; choose another folder")
+    from util.writer import AtomicFolder
+
     return AtomicFolder(final, final.parent, merge=True, protect=inputs)
 
 

@@ -22,29 +22,18 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dataset.training import training_loader
-from model.trainer import STAGE_PRESETS, NonFiniteLossError, TrainConfig, TrainResult, train
+# Only light modules here: --help and a wrong path answer before torch loads (docs/cli.md, "Fast answers");
+# model.trainer is imported when a run starts.
+from model.train_config import STAGE_PRESETS, TrainConfig
+from util.arguments import add_alias, new_parser, require_path
 from util.errors import error_text, run_cli
 
+if TYPE_CHECKING:
+    from model.trainer import TrainResult
+
 __all__ = ["TrainConfig", "TrainResult", "build_parser", "config_from_args", "main", "run", "run_full"]
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Ends each flag's help with its default: the value, 'off' for a switch; a flag whose default is
-    computed (None) says it in its own words (tests/test_training.py checks that every flag does)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if not action.option_strings or action.default is argparse.SUPPRESS or "default" in text:
-            return text
-        if isinstance(action, argparse._StoreTrueAction):
-            return f"{text} (default: off)"
-        if action.default is None:
-            return text
-        value = action.default
-        shown = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
-        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,10 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"x0.1 at iteration {', '.join(map(str, p['lr_steps']))}"
         for s, p in STAGE_PRESETS.items()
     )
-    parser = argparse.ArgumentParser(
-        description="Train PCVOS (per-clip training, docs/training.md). Stage presets -- " + presets + ".",
-        formatter_class=_HelpFormatter,
-    )
+    # util.arguments' help ends each flag's text with its default; a flag whose default is computed (None)
+    # says it in its own words (tests/test_training.py checks that every flag does)
+    parser = new_parser("Train PCVOS (per-clip training, docs/training.md). Stage presets -- " + presets + ".")
     d = TrainConfig()
     its = {s: p["iterations"] for s, p in STAGE_PRESETS.items()}
     steps = {s: p["lr_steps"][0] for s, p in STAGE_PRESETS.items()}
@@ -92,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-scale", type=float, metavar="FRACTION",
                         help="smallest crop area of RandomResizedCrop, as a fraction of the frame's area "
                              "(default: 0.36; 0.25 for BL30K)")
-    parser.add_argument("--num-workers", type=int, default=d.num_workers, metavar="N",
-                        help="data-loader worker processes per training process (0: load in the training process)")
+    add_alias(parser, parser.add_argument(
+        "--workers", dest="num_workers", type=int, default=d.num_workers, metavar="N",
+        help="data-loader worker processes per training process (0: load in the training process)"), "--num-workers")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=d.precision,
                         help="arithmetic precision; auto = fp32 on the CPU, bf16 on CUDA (fp16 with a GradScaler "
                              "where bf16 is unsupported)")
@@ -138,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--davis-root", default=d.davis_root, metavar="FOLDER",
                         help="DAVIS 2017 with trainval/ (stages 2, 3)")
     parser.add_argument("--bl30k-root", default=d.bl30k_root, metavar="FOLDER", help="BL30K (stage 1)")
-    parser.add_argument("--clip-lengths", type=int, nargs="+", metavar="FRAMES",
-                        help="frames per training clip, one number per clip (default: 3 3; stage 0: 2)")
+    add_alias(parser, parser.add_argument(
+        "--clip-frames", dest="clip_lengths", type=int, nargs="+", metavar="FRAMES",
+        help="frames of each clip of a training sample, one number per clip (default: 3 3; stage 0: 2)"),
+        "--clip-lengths")
     parser.add_argument("--intra-gap", type=int, default=d.intra_gap, metavar="FRAMES",
                         help="largest step between consecutive frames of a clip, in frames")
     parser.add_argument("--gap-low", type=int, default=d.gap_low, metavar="FRAMES",
@@ -189,8 +180,42 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def __getattr__(name: str) -> object:
+    if name == "TrainResult":  # exported, imported on first use (torch)
+        from model.trainer import TrainResult
+
+        return TrainResult
+    raise AttributeError(f"module 'train' has no attribute {name!r}")
+
+
+#: the data root each stage reads, and what `scripts/download.py` fetches for it
+STAGE_ROOTS = {0: (("static_root", "static"),), 1: (("bl30k_root", "bl30k"),),
+               2: (("davis_root", "davis"), ("youtube_root", "youtube")),
+               3: (("davis_root", "davis"), ("youtube_root", "youtube"))}
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The cheap checks, before torch loads: the weights files and the stage's data roots exist."""
+    for flag in ("resume", "weights"):
+        if getattr(args, flag) is not None:
+            require_path(getattr(args, flag), f"--{flag}", folder=False, hint="give a .pth checkpoint file")
+    if args.imagenet_dir is not None and not args.no_imagenet:
+        require_path(args.imagenet_dir, "--imagenet-dir", folder=True,
+                     hint="give the folder of torchvision's ImageNet .pth files, or pass --no-imagenet")
+    if args.quality_only:
+        return  # the quality head trains on the same data: checked with its layout by the trainer
+    for dest, fetch in STAGE_ROOTS[args.stage]:
+        flag = "--" + dest.replace("_", "-")
+        root = Path(getattr(args, dest))
+        require_path(root, flag, folder=True, hint=f"it would be {root.resolve()}; see docs/training.md "
+                     f"(datasets) for the layout, or fetch it with `python scripts/download.py {fetch}`")
+
+
 def run_full(config: TrainConfig, callback: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train and return the full result (final weights, training checkpoint, per-iteration losses)."""
+    from dataset.training import training_loader
+    from model.trainer import train
+
     return train(config, training_loader, callback)
 
 
@@ -201,7 +226,7 @@ def run(config: TrainConfig, callback: Callable[[int, dict], None] | None = None
     ``callback(iteration, metrics)`` is called after every iteration on rank 0
     with ``loss/total``, ``loss/image``, ``loss/clip``, ``iou`` and ``lr``.
     """
-    return train(config, training_loader, callback).final
+    return run_full(config, callback).final
 
 
 #: Flags left out of the command that continues a stopped run: the checkpoint replaces them.
@@ -215,7 +240,8 @@ def resume_command(parser: argparse.ArgumentParser, args: argparse.Namespace, ch
     words = ["python", "train.py"] if world == 1 else ["torchrun", "--standalone", f"--nproc_per_node={world}",
                                                        "train.py"]
     for action in parser._actions:
-        if not action.option_strings or action.dest in _NOT_IN_RESUME or action.dest == "help":
+        if (not action.option_strings or action.dest in _NOT_IN_RESUME or action.dest == "help"
+                or action.help == argparse.SUPPRESS):  # a hidden old name: its flag is written once, new name
             continue
         value = getattr(args, action.dest)
         if value is None or value == action.default:
@@ -233,6 +259,13 @@ def resume_command(parser: argparse.ArgumentParser, args: argparse.Namespace, ch
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        check_paths(args)
+    except OSError as error:
+        print(f"train.py: error: {error_text(error)}", file=sys.stderr)
+        return 2
+    from model.trainer import NonFiniteLossError
+
     try:
         result = run_full(config_from_args(args))
     except (OSError, ValueError, NonFiniteLossError) as error:  # bad data / paths / flags: 2; diverged: 3

@@ -24,14 +24,10 @@ import numpy as np
 
 from dataset.frames import VideoSource, image_size, list_frames, read_rgb, video_from_folders
 from dataset.masks import MaskReader
+from dataset.names import DAVIS_SPLITS, DAVIS_YEARS, YOUTUBE_SPLITS  # noqa: F401  (re-exported)
 from util.palette import write_index_png
 from util.paths import safe_name
 from util.video_io import VideoReader, is_video_file
-
-DAVIS_YEARS = ("2016", "2017")
-DAVIS_SPLITS = ("val", "test-dev", "train", "trainval")
-YOUTUBE_SPLITS = ("valid", "test")
-
 
 # =============================================================================================
 # What a benchmark is
@@ -81,7 +77,7 @@ def davis_split_root(root: Path, year: str, split: str) -> Path:
         if (candidate / "JPEGImages").is_dir():
             return candidate
     raise ValueError(
-        f"--davis-path {root}: no JPEGImages/ folder here or in {sub}/; pass the DAVIS {year} folder that "
+        f"--davis-root {root}: no JPEGImages/ folder here or in {sub}/; pass the DAVIS {year} folder that "
         "contains JPEGImages/480p/<sequence>/ and Annotations/480p/<sequence>/"
     )
 
@@ -185,7 +181,8 @@ def davis_benchmark(
 def read_youtube_meta(path: Path) -> dict[str, dict[int | str, list[str]]]:
     """meta.json -> {video: {object id: [frame names]}} (ids as strings are kept as in the file)."""
     if not path.is_file():
-        raise ValueError(f"{path}: meta.json not found; pass --yv-path the YouTube-VOS root (with <split>/meta.json)")
+        raise ValueError(
+            f"{path}: meta.json not found; pass --youtube-root the YouTube-VOS root (with <split>/meta.json)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         meta = {
@@ -217,7 +214,7 @@ def youtube_frame_root(root: Path, split: str) -> tuple[Path, str | None]:
             f"{all_frames} not found: segmenting the 6-fps frames of {sparse} instead; results differ from the "
             "released all-frames protocol (download all_frames for the official numbers)"
         )
-    raise ValueError(f"--yv-path {root}: neither {all_frames} nor {sparse} exists")
+    raise ValueError(f"--youtube-root {root}: neither {all_frames} nor {sparse} exists")
 
 
 def youtube_benchmark(

@@ -24,51 +24,19 @@ import torch
 from inference.memory_store import MemoryGroup, MemoryStore
 from inference.padding import compute_pad, pad, unpad
 from inference.schedule import Clip, ClipScheduler, LabelStep
+from inference.settings import MEMORY_READ_MODES, EngineConfig
 from model.aggregate import EPS, aggregate, others_from_masks
 from model.memory import bag_readout, topk_affinity
 from model.network import PCVOS, KeyFeatures
 from model.refine import ClipAttention
-from util.runtime import COMPILE_MODES, autocast, compile_methods
+from util.runtime import autocast, compile_methods
 
-MEMORY_READ_MODES = ("pmm", "parallel")
+__all__ = ["MEMORY_READ_MODES", "EngineConfig", "EngineSession", "FrameInput", "FrameResult", "PCVOSEngine",
+           "prepare_network"]
 #: CPU: frames per key-encoder call are capped to this many pixels (3 frames at 240x432, 1 at 480p).
 CPU_BATCH_PIXELS = 320_000
 #: Network stages compiled with ``EngineConfig.compile`` (memory reading stays eager).
 COMPILED_STAGES = ("encode_key", "encode_value", "refine_keys", "refine_clip", "decode_context", "decode_objects")
-
-
-@dataclass
-class EngineConfig:
-    """Inference settings (defaults = the released configuration)."""
-
-    clip_length: int = 5  # L: frames per clip and memory interval
-    memory_read: str = "pmm"  # 'pmm' progressive matching, or 'parallel'
-    pmm_every: int = 5  # PMM: in-clip temporary memory every F frames (F = 5 in the paper)
-    top_k: int = 20  # memory elements mixed per query position
-    mem_every: int | None = None  # memory interval in raw frames (None = clip_length)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the network stages)
-    # Batch sizes of the big convolution stages; they bound activation memory. None = per device: on CUDA the
-    # whole clip is encoded at once and 8 frame-object pairs decoded per call; on a CPU batches are kept
-    # cache-sized (CPU_BATCH_PIXELS per key-encoder call, one frame per decoder call), 3-30 % faster there.
-    encode_batch: int | None = None  # frames per key-encoder call
-    decode_batch: int | None = None  # frame-object pairs per decoder call (rounded to whole frames)
-    affinity_budget: int = 1 << 25  # max elements of one affinity/gather chunk (128 MB in fp32)
-    channels_last: bool = True  # NHWC convolutions (same numbers; faster 1x1 convs and BatchNorm on CPU and GPU)
-    fused_attention: bool = False  # refinement windows via scaled_dot_product_attention (same numbers; slower on CPU)
-    compile: str | None = None  # torch.compile the network stages: default | reduce-overhead | max-autotune (see
-    # util.runtime.compile_methods: weights frozen; minutes of compilation per new shape on a CPU)
-    # Test-time augmentation: the video and its mirror image are segmented in lock-step, each with its own memory;
-    # every frame's probabilities are the mean of the two (the mirror's flipped back), and that one mask is written
-    # to both memories. Twice the work; not in the released code (False = its outputs).
-    flip: bool = False
-
-    def __post_init__(self) -> None:
-        if self.memory_read not in MEMORY_READ_MODES:
-            raise ValueError(f"memory_read must be one of {MEMORY_READ_MODES}, got {self.memory_read!r}")
-        if self.clip_length < 1 or self.top_k < 1 or self.pmm_every < 1:
-            raise ValueError("clip_length, top_k and pmm_every must be >= 1")
-        if self.compile is not None and self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be None or one of {COMPILE_MODES}, got {self.compile!r}")
 
 
 @dataclass

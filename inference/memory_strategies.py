@@ -33,25 +33,17 @@ from dataclasses import dataclass
 import torch
 
 from inference.memory_store import MemoryEntry, MemoryGroup, MemoryStore
+from inference.settings import (  # the names and defaults, defined where a parser can read them without torch
+    AFB_MERGE_THRESHOLD,
+    AFB_UPDATE_RATE,
+    DEFAULT_MAX_FRAMES,
+    QUALITY_SOURCES,
+    QUALITY_THRESHOLD,
+    STRATEGIES,
+)
 
-STRATEGIES = ("keep-all", "fifo", "afb", "quality")
-QUALITY_SOURCES = ("auto", "head", "confidence")
-
-#: Default cap of non-permanent memory frames (fifo, quality) and, in frame
-#: equivalents, of the afb budget. STCN/PCVOS need more than Cutie's 5, about 20
-#: (Cutie's 5 is tuned for a model trained with that few; docs/memory.md).
-DEFAULT_MAX_FRAMES = 20
-#: afb: merge a new element x into its nearest bank element m when ||x - m||^2 / sqrt(Ck) <= threshold, i.e.
-#: when their affinities to a query at x differ by at most this many logits of the readout's softmax
-#: (the readout's own scale; see AfbMemory and docs/memory.md for the measurements behind 0.5).
-AFB_MERGE_THRESHOLD = 0.5
-#: afb: merge weight per frame (AFB-URR's long-video setting), compounded over the frames between commits.
-AFB_UPDATE_RATE = 0.05
 #: afb: a top-k weight above this counts as a hit (AFB-URR's thres_valid).
 AFB_HIT_THRESHOLD = 1e-3
-#: quality: admit a frame when quality >= threshold x reference quality (QDMN DAVIS: 0.8).
-QUALITY_THRESHOLD = 0.8
-
 
 # --------------------------------------------------------------------------- fifo
 

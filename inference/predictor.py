@@ -30,13 +30,9 @@ from dataset.frames import list_frames, prepare_image, prepare_label, read_rgb
 from inference.engine import EngineConfig, EngineSession, FrameInput, FrameResult, PCVOSEngine, prepare_network
 from inference.memory_store import MemoryStore
 from inference.objects import MAX_OBJECT_ID, ObjectManager, to_mask
+from inference.settings import DIRECTIONS, resolve_engine_config
 from model.network import PCVOS
 from util.video_io import VideoReader, is_video_file
-
-DIRECTIONS = ("forward", "backward", "both")
-#: L when neither the caller nor the checkpoint chooses one.
-DEFAULT_CLIP_LENGTH = 5
-
 
 # =============================================================================================
 # Frames read at random, masks kept per frame
@@ -259,14 +255,15 @@ class Predictor:
     ) -> Predictor:
         """A predictor for a checkpoint file (PCVOS, STCN or train.py), or ``'recipe'`` (untrained test weights).
 
-        Without ``config``, L and mirror augmentation are what the checkpoint records (else L = 5, no flip).
+        Without ``config``, the settings are chosen as for the drivers: L and mirror augmentation are what the
+        checkpoint records, everything else the defaults (:func:`inference.settings.resolve_engine_config`).
         """
         from model.checkpoint import build_model
         from util.recipe_weights import apply_recipe
         from util.runtime import resolve_device
 
         device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-        recorded: dict = {}
+        recorded = None
         if str(model) == "recipe":
             network = apply_recipe(PCVOS()).to(device).eval()
         else:
@@ -274,15 +271,9 @@ class Predictor:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: checkpoint not found; give a .pth file or 'recipe'")
             network, report = build_model(path, device)
-            recorded = report.recommended if report is not None else {}
+            recorded = report.inference
         if config is None:
-            length = recorded.get("clip_length")
-            flip = recorded.get("flip")
-            config = EngineConfig(
-                clip_length=length if isinstance(length, int) and not isinstance(length, bool) and length >= 1
-                else DEFAULT_CLIP_LENGTH,
-                flip=flip if isinstance(flip, bool) else False,
-            )
+            config = resolve_engine_config(recorded)
         return cls(network, config, size=size, memory=memory)
 
     # -- a held video -----------------------------------------------------------------------

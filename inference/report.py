@@ -50,14 +50,16 @@ def _device_text(device: torch.device) -> str:
 
 def header_line(
     driver: str, args: argparse.Namespace, device: torch.device, clip_lengths: int | Sequence[int],
-    size: str | None = None, extra: Sequence[str] = (),
+    size: str | None = None, extra: Sequence[str] = (), config=None,
 ) -> str:
     """'DRIVER: model M | device D | precision P | L n | memory S (budget) | flip on/off | size N[ | EXTRA]'.
 
-    ``args``: the driver's namespace once L and flip are resolved (``inference.cli.build_engine``);
-    ``clip_lengths``: one L, or the sweep's list; ``size``: the size text when it is not ``args.size``;
-    ``extra``: the driver's own settings that change what runs.
+    ``args``: the driver's namespace; ``config``: the ``EngineConfig`` the engine runs with, whose precision,
+    compile mode and flip are shown (they may come from the checkpoint, not the flags; without it they are
+    read from ``args``); ``clip_lengths``: one L, or the sweep's list; ``size``: the size text when it is not
+    ``args.size``; ``extra``: the driver's own settings that change what runs.
     """
+    source = args if config is None else config
     lengths = [clip_lengths] if isinstance(clip_lengths, int) else list(clip_lengths)
     if size is None:
         size = "original resolution" if args.size < 0 else f"{args.size} (short side)"
@@ -67,10 +69,10 @@ def header_line(
     parts = [
         f"model {model}",
         f"device {_device_text(device)}",
-        f"precision {args.precision}" + (f", compile {args.compile}" if getattr(args, "compile", None) else ""),
+        f"precision {source.precision}" + (f", compile {source.compile}" if getattr(source, "compile", None) else ""),
         f"L {' '.join(str(n) for n in lengths)}",
         f"memory {_memory_text(args)}",
-        f"flip {'on' if getattr(args, 'flip', False) else 'off'}",
+        f"flip {'on' if getattr(source, 'flip', False) else 'off'}",
         f"size {size}",
         *extra,
     ]
@@ -81,7 +83,8 @@ def start_run(driver: str, args: argparse.Namespace, engine, extra: Sequence[str
     """Print the driver's first line (:func:`header_line`) and watch ``engine`` (returns the monitor)."""
     monitor = RunMonitor(engine.device)
     monitor.watch(engine)
-    print(header_line(driver, args, engine.device, engine.config.clip_length, extra=extra), flush=True)
+    print(header_line(driver, args, engine.device, engine.config.clip_length, extra=extra, config=engine.config),
+          flush=True)
     return monitor
 
 

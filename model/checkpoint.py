@@ -16,16 +16,16 @@ import torch
 from torch import nn
 
 from model.network import PCVOS, PCVOSConfig
+from model.records import CheckpointError, InferenceSettings, not_a_checkpoint_file
+
+__all__ = ["CheckpointError", "InferenceSettings", "LoadReport", "build_model", "load_file", "load_quality_head",
+           "load_weights", "not_a_checkpoint_file", "read_state_dict", "recommend_settings"]
 
 #: Keys that only PCVOS has (an STCN checkpoint lacks them).
 REFINE_PREFIXES = ("input_proj.", "refine_transformer.")
 #: Keys of the optional quality head (loaded separately from the official weights).
 QUALITY_PREFIX = "quality_head."
 VALUE_CONV1 = "value_encoder.conv1.weight"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded into the network, with the reason."""
 
 
 @dataclass
@@ -36,9 +36,8 @@ class LoadReport:
     kind: str  # 'pcvos', 'stcn', 'stage0', 'training'
     missing: list[str] = field(default_factory=list)  # initialised, not loaded
     widened: bool = False  # 4-channel value encoder widened to 5
-    #: inference settings the file records (``{"clip_length": n, "why": text}``; see recommend_settings),
-    #: checked where they are used (inference.cli.resolve_clip_length)
-    recommended: dict = field(default_factory=dict)
+    #: the inference settings the file records (see recommend_settings; empty for official releases)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
 
     def summary(self) -> str:
         text = f"{self.path}: loaded as {self.kind}"
@@ -103,7 +102,7 @@ def load_file(path: str | Path) -> object:
         ) from error
 
 
-def recommend_settings(path: str | Path, clip_length: int, why: str, flip: bool = False) -> None:
+def recommend_settings(path: str | Path, clip_length: int, why: str, flip: bool = False) -> InferenceSettings:
     """Record in our checkpoint the clip length it should run at unless -L says otherwise, and whether
     to use mirror test-time augmentation unless --flip / --no-flip says otherwise.
 
@@ -111,22 +110,13 @@ def recommend_settings(path: str | Path, clip_length: int, why: str, flip: bool 
     without flags reproduces its report instead of falling back to the paper model's L = 5 without flip.
     """
     path = Path(path)
-    if clip_length < 1:
-        raise ValueError(f"{path}: recommended clip length must be >= 1, got {clip_length}")
+    settings = InferenceSettings(clip_length=clip_length, flip=bool(flip), why=why, source=str(path))
     data = torch.load(path, map_location="cpu", weights_only=True)
     if not (isinstance(data, dict) and isinstance(data.get("network"), dict)):
         raise CheckpointError(f"{path}: only train.py checkpoints ({{'network': ...}}) can record settings")
-    data["inference"] = {"clip_length": int(clip_length), "why": why, "flip": bool(flip)}
+    data["inference"] = settings.to_record()
     atomic_save(data, path)
-
-
-def not_a_checkpoint_file(path: Path, flag: str | None = None) -> CheckpointError:
-    """The error for a folder given where a checkpoint file is expected, suggesting the files inside it."""
-    inside = sorted(p.name for p in Path(path).glob("*.pth"))
-    hint = f"the .pth file inside it ({', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})" if inside \
-        else "a .pth checkpoint file (this folder holds none)"
-    where = f"{flag} {path}" if flag else str(path)
-    return CheckpointError(f"{where}: is a folder, not a checkpoint file; pass {hint}")
+    return settings
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -208,8 +198,7 @@ def load_weights(model: PCVOS, path: str | Path, strict_refine: bool = False) ->
     state, meta = read_state_dict(path)
     check_finite(state, path)
     target = model.state_dict()
-    settings = meta.get("inference")
-    report = LoadReport(str(path), "pcvos", recommended=dict(settings) if isinstance(settings, dict) else {})
+    report = LoadReport(str(path), "pcvos", inference=InferenceSettings.from_record(meta.get("inference"), str(path)))
     state = dict(state)
 
     if VALUE_CONV1 in state and VALUE_CONV1 in target:

@@ -1,7 +1,7 @@
 """Long-video memory benchmark: peak memory, FPS and J&F per memory strategy and video length.
 
-    python scripts/bench_memory.py --out docs/memory_bench.json --markdown docs/memory_bench.md
-    python scripts/bench_memory.py --checkpoint quickstart_out/runs/quickstart/quickstart_final.pth ...
+    python scripts/bench_memory.py --json docs/memory_bench.json --markdown docs/memory_bench.md
+    python scripts/bench_memory.py --model quickstart_out/runs/quickstart/quickstart_final.pth ...
 
 One synthetic video (dataset/synthetic.py, ``leave_and_return=True``: the objects
 leave the frame and come back) is rendered frame by frame, never held whole.
@@ -19,7 +19,7 @@ annotated. Reported per run:
 * J&F (DAVIS definitions, util/davis_metrics) on every ``--eval-every``-th
   frame, like the sparsely annotated Long-time Video set.
 
-Without ``--checkpoint`` the network is the small model with deterministic
+Without ``--model`` the network is the small model with deterministic
 recipe weights: memory and speed are representative, J&F is not (an untrained
 network). A checkpoint of train.py (e.g. the quickstart's) is used as is; a
 quality head in it, or ``--quality-weights``, drives the ``quality`` strategy.
@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from util.arguments import add_alias, frame_size, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 
 #: 'quality' uses the training-free confidence proxy, 'quality-head' the quality head (--quality-weights).
@@ -51,28 +52,45 @@ STRATEGY_ORDER = ("keep-all", "fifo", "afb", "quality", "quality-head")
 TAIL_FRAMES = 100
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
     parser.add_argument("--strategies", nargs="+", choices=STRATEGY_ORDER, default=None,
-                        help="default: all, quality-head only with --quality-weights")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[200, 2000], help="video lengths (frames)")
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=224)
-    parser.add_argument("--objects", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--clip-length", "-L", type=int, default=5)
+                        help="memory strategies to compare (default: all, quality-head only with --quality-weights)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[200, 2000], metavar="FRAMES",
+                        help="video lengths to compare, in frames")
+    parser.add_argument("--frame-size", type=frame_size, default=(128, 224), metavar="HxW",
+                        help="size of the generated video's frames, height x width in pixels (default: 128x224)")
+    parser.add_argument("--height", type=int, default=None, help=argparse.SUPPRESS)  # old names: one side each
+    parser.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--objects", type=int, default=2, help="objects in the video")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated video")
+    parser.add_argument("--clip-length", "-L", type=int, default=5, metavar="L",
+                        help="frames per clip = memory interval")
     parser.add_argument("--max-memory-frames", type=int, default=None, help="default: the engine flag's default")
     parser.add_argument("--eval-every", type=int, default=10, help="score every N-th frame (default 10)")
-    parser.add_argument("--checkpoint", default=None, help="train.py / PCVOS weights (default: small recipe model)")
-    parser.add_argument("--quality-weights", default=None, help="quality-head weights for the quality strategy")
-    parser.add_argument("--device", default="cpu")
+    add_alias(parser, parser.add_argument(
+        "--model", default=None, metavar="PTH",
+        help="weights to run: a train.py / PCVOS .pth (default: the small model with recipe weights)"), "--checkpoint")
+    parser.add_argument("--quality-weights", default=None, metavar="PTH",
+                        help="quality-head weights for the quality strategy (default: none)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads per run (default 1: on a shared, busy machine two threads ran "
                              "15x slower than one, spinning in OpenMP barriers)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON with every run")
-    parser.add_argument("--markdown", type=Path, default=None, help="Markdown table")
+    add_alias(parser, parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                                          help="write every run here as JSON (default: not written)"), "--out")
+    parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
+                        help="write the table here (default: printed only)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    height, width = args.frame_size
+    args.frame_size = (args.height or height, args.width or width)
+    return args
 
 
 # --------------------------------------------------------------------------- one run (subprocess)
@@ -288,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         print("RESULT " + json.dumps(run_one(json.loads(args.worker))), flush=True)
         return 0
-    for flag, path in (("--checkpoint", args.checkpoint), ("--quality-weights", args.quality_weights)):
+    for flag, path in (("--model", args.model), ("--quality-weights", args.quality_weights)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{flag} {path}: file not found; pass an existing checkpoint file")
     if args.strategies is None:
@@ -299,10 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     for strategy in args.strategies:
         for length in sorted(args.lengths):
             spec = {
-                "strategy": strategy, "length": length, "video_frames": max(args.lengths), "height": args.height,
-                "width": args.width, "objects": args.objects, "seed": args.seed, "clip_length": args.clip_length,
+                "strategy": strategy, "length": length, "video_frames": max(args.lengths),
+                "height": args.frame_size[0], "width": args.frame_size[1], "objects": args.objects,
+                "seed": args.seed, "clip_length": args.clip_length,
                 "max_memory_frames": args.max_memory_frames, "eval_every": args.eval_every,
-                "checkpoint": args.checkpoint, "quality_weights": args.quality_weights, "device": args.device,
+                "checkpoint": args.model, "quality_weights": args.quality_weights, "device": args.device,
                 "threads": args.threads,
             }
             proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
@@ -321,15 +340,15 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{platform.system()} {platform.release()}, torch {torch.__version__}",
-        "device": args.device, "threads": args.threads, "resolution": [args.height, args.width],
+        "device": args.device, "threads": args.threads, "resolution": list(args.frame_size),
         "objects": args.objects, "clip_length": args.clip_length, "eval_every": args.eval_every,
-        "model": args.checkpoint or "small model, recipe weights (untrained)",
+        "model": args.model or "small model, recipe weights (untrained)",
         "quality_weights": args.quality_weights, "seconds": time.perf_counter() - began, "runs": runs,
     }
     table = markdown(report) + growth_lines(report)
     print(table)
-    if args.out is not None:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
     if args.markdown is not None:
         args.markdown.write_text(table)
     print(f"{len(runs)} runs in {report['seconds'] / 60:.1f} min")

@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from util import davis_metrics as dm  # noqa: E402  (needs the sys.path line above)
+from util.arguments import add_alias, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.palette import write_index_png  # noqa: E402
 
@@ -66,18 +67,25 @@ def make_set(root: Path, n_sequences: int, n_frames: int, n_objects: int) -> lis
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--sequences", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=50)
-    parser.add_argument("--objects", type=int, default=3)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__.split("\n", 1)[0])
+    add_alias(parser, parser.add_argument("--videos", type=int, default=8, help="generated sequences"), "--sequences")
+    parser.add_argument("--frames", type=int, default=50, help="frames per sequence")
+    parser.add_argument("--objects", type=int, default=3, help="objects per sequence")
+    add_alias(parser, parser.add_argument(
+        "--worker-counts", type=int, nargs="+", default=[1, os.cpu_count() or 1], metavar="N",
+        help="numbers of scoring processes to compare (default: 1 and every core)"), "--workers")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        names = make_set(root, args.sequences, args.frames, args.objects)
-        for workers in args.workers:
+        names = make_set(root, args.videos, args.frames, args.objects)
+        for workers in args.worker_counts:
             best = min(
                 dm.evaluate(root / "gt", root / "pred", names, workers=workers).seconds for _ in range(args.repeats)
             )

@@ -5,7 +5,7 @@
 
 Protocol (every figure of docs/benchmarks.md comes from it):
 
-* a video of ``--frames`` T frames at ``--size`` HxW with ``--objects`` K moving
+* a video of ``--frames`` T frames at ``--frame-size`` HxW with ``--objects`` K moving
   objects is generated (deterministic, seed 0); all objects are annotated at
   frame 0 and every frame is segmented (T frames counted, as the released
   ``--time`` flag counts);
@@ -66,6 +66,7 @@ from inference.engine import EngineConfig, FrameInput, PCVOSEngine, prepare_netw
 from model.network import PCVOS, PCVOSConfig  # noqa: E402
 from scripts import official_like as official_like_module  # noqa: E402
 from scripts.official_like import OfficialLikeCore, masks_from_probabilities  # noqa: E402
+from util.arguments import add_alias, frame_size, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
 from util.recipe_weights import apply_recipe  # noqa: E402
@@ -573,27 +574,24 @@ def write_reports(prefix: Path, key: str, result: dict) -> tuple[Path, Path]:
 # =============================================================================================
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"--size {text!r}: expected HxW, e.g. 480x854") from error
-    if height < 16 or width < 16:
-        raise argparse.ArgumentTypeError(f"--size {text!r}: both sides must be >= 16")
-    return height, width
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=parse_size, default=None, help="HxW of the generated video (default 480x854)")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    p = new_parser(__doc__)
+    add_alias(p, p.add_argument("--frame-size", dest="size", type=frame_size, default=None, metavar="HxW",
+                                help="size of the generated video's frames, height x width in pixels "
+                                     "(default 480x854; 240x432 with --cpu-preset)"), "--size")
     p.add_argument("--cpu-preset", action="store_true",
                    help=f"the CPU protocol: {CPU_PRESET} (explicit flags still win)")
-    p.add_argument("--objects", "-K", type=int, default=2, help="objects in the video (default 2)")
-    p.add_argument("--frames", "-T", type=int, default=None, help="frames per video (default 50; 26 with the preset)")
-    p.add_argument("--clip-lengths", type=int, nargs="+", default=[5, 25], help="L values (default 5 25)")
-    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="precisions of our engine (default fp32 bf16, plus fp16 on CUDA); the baseline is fp32")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_alias(p, p.add_argument("--objects", type=int, default=2, help="objects in the video (default 2)"), "-K")
+    add_alias(p, p.add_argument("--frames", type=int, default=None,
+                                help="frames per video (default 50; 26 with the preset)"), "-T")
+    p.add_argument("--clip-lengths", type=int, nargs="+", default=[5, 25], metavar="L",
+                   help="values of L to compare (default 5 25)")
+    add_alias(p, p.add_argument(
+        "--precisions", dest="precision", nargs="+", choices=["fp32", "bf16", "fp16"], default=None,
+        help="precisions of our engine to compare (default fp32 bf16, plus fp16 on CUDA); the baseline is fp32"),
+        "--precision")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per variant (default 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs on a short video first (default 1)")
     p.add_argument("--baseline", action="store_true", help="also time the official-like re-enactment (fp32)")
@@ -602,24 +600,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--videos", type=int, default=3, help="videos of the end-to-end dataset (default 3)")
     p.add_argument("--workers", type=int, default=2,
                    help="decoding workers of both end-to-end pipelines (default 2, as the released script)")
-    p.add_argument("--checkpoint", "--model", dest="model", default="recipe",
-                   help="weights: a .pth file, 'recipe' (paper network, recipe weights; default) or 'small-recipe'")
-    p.add_argument("--memory-read", choices=["pmm", "parallel"], default="pmm")
+    add_alias(p, p.add_argument(
+        "--model", default="recipe", metavar="PTH",
+        help="weights to run: a .pth file, 'recipe' (paper network, recipe weights; default) or 'small-recipe'"),
+        "--checkpoint")
+    p.add_argument("--memory-read", choices=["pmm", "parallel"], default="pmm",
+                   help="pmm: progressive memory matching; parallel: one affinity per clip")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW convolutions in our engine")
     p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
-                   help="torch.compile the network stages (reduce-overhead = CUDA graphs); off by default")
+                   help="torch.compile the network stages (reduce-overhead = CUDA graphs) (default: off)")
     p.add_argument("--fused-attention", action="store_true",
                    help="refinement windows through scaled_dot_product_attention (slower on CPU; try on GPU)")
     p.add_argument("--no-engine", action="store_true", help="skip the engine table (with --end-to-end)")
     p.add_argument("--profile", action="store_true", help="one more run per variant with per-stage timers")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--out", type=Path, default=Path("docs/benchmarks"),
-                   help="writes <out>.json and a block of <out>.md (default docs/benchmarks)")
-    p.add_argument("--tag", default="", help="suffix of the run key (keeps several runs of one setting apart)")
-    p.add_argument("--quiet", action="store_true")
+    add_alias(p, p.add_argument("--report", dest="out", type=Path, default=Path("docs/benchmarks"), metavar="STEM",
+                                help="writes STEM.json and a block of STEM.md (default docs/benchmarks)"), "--out")
+    p.add_argument("--tag", default="", help="suffix of the run key (keeps several runs of one setting apart; "
+                                             "default: none)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     preset = CPU_PRESET if args.cpu_preset else {"size": "480x854", "frames": 50, "repeats": 3, "warmup": 1}
-    args.size = args.size or parse_size(preset["size"])
+    args.size = args.size or frame_size(preset["size"])
     for name in ("frames", "repeats", "warmup"):
         if getattr(args, name) is None:
             setattr(args, name, preset[name])

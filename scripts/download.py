@@ -4,8 +4,8 @@ Usage::
 
     python scripts/download.py pcvos                    # the released PCVOS checkpoint -> saves/s03_pcvos_ytvos.pth
     python scripts/download.py stcn | stcn-s03          # STCN's s012 / s03 checkpoints -> saves/stcn.pth, stcn_s03.pth
-    python scripts/download.py imagenet --out ~/.cache/torch/hub/checkpoints   # ResNet-50/18 ImageNet weights
-    python scripts/download.py davis --out ../DAVIS/2017                         # DAVIS 2017 trainval 480p
+    python scripts/download.py imagenet --output ~/.cache/torch/hub/checkpoints   # ResNet-50/18 ImageNet weights
+    python scripts/download.py davis --output ../DAVIS/2017                         # DAVIS 2017 trainval 480p
     python scripts/download.py youtube | static | bl30k                          # prints manual steps
 
 Direct downloads are streamed to a temporary name, verified (sha256 prefix
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # model/ for the checks, run as a script too
+
+from util.arguments import add_alias, new_parser  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -246,17 +248,24 @@ def _matches(path: Path, sha256: str | None) -> bool:
     return digest.hexdigest().startswith(sha256.lower())
 
 
-def main(argv: Sequence[str] | None = None, opener: Opener = urllib.request.urlopen) -> int:
-    parser = argparse.ArgumentParser(description="Download PCVOS training data and weights.")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser("Download PCVOS training data and weights.")
     parser.add_argument("what", choices=sorted([*WEIGHTS, *AUTOMATIC, *MANUAL]),
                         help="pcvos, stcn, stcn-s03: released checkpoints; imagenet, davis: fetched directly; "
                              "youtube, static, bl30k: prints the manual steps")
-    parser.add_argument("--out", help="target folder (default: saves/ for checkpoints, the torch hub cache for "
-                                      "imagenet, ../DAVIS/2017 for davis)")
+    add_alias(parser, parser.add_argument(
+        "--output", dest="out", metavar="FOLDER",
+        help="target folder (default: saves/ for checkpoints, the torch hub cache for imagenet, ../DAVIS/2017 "
+             "for davis)"), "--out")
     parser.add_argument("--retries", type=int, default=3,
                         help="checkpoints: attempts after a network error within one run, each resuming the "
                              "partial file (default: 3)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, opener: Opener = urllib.request.urlopen) -> int:
+    args = build_parser().parse_args(argv)
     if args.what in MANUAL:
         print(MANUAL[args.what])
         return 0

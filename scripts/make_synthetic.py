@@ -1,9 +1,9 @@
 """Write synthetic VOS data in any layout the drivers read (no downloads needed).
 
 Examples (from the repository root):
-    python scripts/make_synthetic.py --layout davis --out data/syn/DAVIS/2017/trainval --videos 4
-    python scripts/make_synthetic.py --layout youtube --out data/syn/YouTube --videos 4 --ground-truth
-    python scripts/make_synthetic.py --layout mp4 --out data/syn/mp4 --videos 1 --frames 3000 --leave-and-return
+    python scripts/make_synthetic.py --layout davis --output data/syn/DAVIS/2017/trainval --videos 4
+    python scripts/make_synthetic.py --layout youtube --output data/syn/YouTube --videos 4 --ground-truth
+    python scripts/make_synthetic.py --layout mp4 --output data/syn/mp4 --videos 1 --frames 3000 --leave-and-return
 """
 
 from __future__ import annotations
@@ -19,42 +19,44 @@ if str(REPO_ROOT) not in sys.path:  # runnable as a plain script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from dataset import synthetic  # noqa: E402
+from util.arguments import add_alias, frame_size, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 
 LAYOUTS = ("generic", "davis", "youtube", "youtube-train", "static", "mp4")
 
 
-def _size(text: str) -> tuple[int, int]:
-    """'240x432' -> (240, 432) as (height, width)."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"size must look like 240x432, got {text!r}") from error
-    return height, width
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layout", choices=LAYOUTS, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="output root (see docs/synthetic_data.md)")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__)
+    parser.add_argument("--layout", choices=LAYOUTS, required=True, help="what to write: a dataset layout or mp4s")
+    add_alias(parser, parser.add_argument("--output", dest="out", type=Path, required=True, metavar="FOLDER",
+                                          help="output root (see docs/synthetic_data.md)"), "--out")
     parser.add_argument("--videos", type=int, default=3, help="number of videos (images for 'static')")
-    parser.add_argument("--frames", type=int, default=30)
-    parser.add_argument("--size", type=_size, default=(240, 432), help="HxW, default 240x432")
+    parser.add_argument("--frames", type=int, default=30, help="frames per video")
+    add_alias(parser, parser.add_argument("--frame-size", dest="size", type=frame_size, default=(240, 432),
+                                          metavar="HxW", help="frame size, height x width in pixels "
+                                                              "(default 240x432)"), "--size")
     parser.add_argument("--objects", type=int, default=3, help="max targets per video (each gets 1..K)")
-    parser.add_argument("--distractors", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--distractors", type=int, default=1, help="moving shapes that are not targets, per video")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every video")
     parser.add_argument(
         "--late-objects", type=int, default=None,
         help="targets appearing mid-video in every video (default: one in every third video; "
         "ignored for davis and mp4)",
     )
-    parser.add_argument("--leave-and-return", action="store_true")
-    parser.add_argument("--texture", choices=(*synthetic.TEXTURES, "mixed"), default="mixed")
-    parser.add_argument("--split", default=None, help="split name (davis: val, youtube: valid)")
+    parser.add_argument("--leave-and-return", action="store_true",
+                        help="the objects leave the frame and come back")
+    parser.add_argument("--texture", choices=(*synthetic.TEXTURES, "mixed"), default="mixed",
+                        help="background and object texture")
+    parser.add_argument("--split", default=None, help="split name (default: davis val, youtube valid)")
     parser.add_argument("--ground-truth", action="store_true", help="youtube: also write <split>_gt/")
     parser.add_argument("--fps", type=float, default=24.0, help="mp4 frame rate")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    return build_parser().parse_args(argv)
 
 
 def _specs(

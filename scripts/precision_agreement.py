@@ -1,7 +1,7 @@
 """Do reduced-precision masks equal the fp32 masks? A checkpoint on a DAVIS-layout set, per clip length.
 
-    python scripts/precision_agreement.py --checkpoint quickstart_out/runs/quickstart/quickstart_final.pth \
-        --davis-root quickstart_out/data/val [--split val] [--clip-lengths 5 25] [--precision bf16]
+    python scripts/precision_agreement.py --model quickstart_out/runs/quickstart/quickstart_final.pth \
+        --davis-root quickstart_out/data/val [--split val] [--clip-lengths 5 25] [--precisions bf16]
 
 Every video of the split is segmented by the real evaluation path (``run_benchmark``) in fp32 and in each
 ``--precision``; the agreement is the fraction of pixels, over every frame after each video's first, whose
@@ -26,23 +26,33 @@ from dataset.benchmarks import davis_benchmark  # noqa: E402
 from inference.benchmark_run import run_benchmark  # noqa: E402
 from inference.engine import EngineConfig, PCVOSEngine, prepare_network  # noqa: E402
 from model.checkpoint import build_model  # noqa: E402
+from util.arguments import add_alias, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png  # noqa: E402
 from util.runtime import resolve_device  # noqa: E402
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    p = new_parser(__doc__)
+    add_alias(p, p.add_argument("--model", dest="checkpoint", required=True, type=Path, metavar="PTH",
+                                help="weights to run: PCVOS / STCN / train.py .pth"), "--checkpoint")
+    p.add_argument("--davis-root", required=True, type=Path, metavar="FOLDER",
+                   help="DAVIS root (the folder holding trainval/)")
+    p.add_argument("--split", default="val", help="DAVIS split")
+    p.add_argument("--clip-lengths", type=int, nargs="+", default=[5, 25], metavar="L",
+                   help="values of L to compare")
+    add_alias(p, p.add_argument("--precisions", dest="precision", nargs="+", default=["bf16"],
+                                choices=("fp32", "bf16", "fp16"), help="precisions compared with fp32"),
+              "--precision")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="frame-decoding worker processes")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here (default: printed only)")
+    return p
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, type=Path, help="PCVOS / STCN / our weights")
-    p.add_argument("--davis-root", required=True, type=Path, help="DAVIS root (the folder holding trainval/)")
-    p.add_argument("--split", default="val")
-    p.add_argument("--clip-lengths", type=int, nargs="+", default=[5, 25])
-    p.add_argument("--precision", nargs="+", default=["bf16"], choices=("fp32", "bf16", "fp16"),
-                   help="precisions compared with fp32")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--json", type=Path, help="also write the results here")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def mask_agreement(reference: Path, other: Path) -> tuple[int, int]:
@@ -62,7 +72,7 @@ def mask_agreement(reference: Path, other: Path) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file; pass a PCVOS or train.py checkpoint")
+        raise FileNotFoundError(f"--model {args.checkpoint}: no such file; pass a PCVOS or train.py checkpoint")
     device = resolve_device(args.device)
     network, _ = build_model(args.checkpoint, device)
     prepare_network(network)

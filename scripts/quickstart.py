@@ -1,6 +1,6 @@
 """The built-in default: see the whole system work on a laptop CPU, no downloads.
 
-    python scripts/quickstart.py [--out quickstart_out] [--iterations N] [--short]
+    python scripts/quickstart.py [--output quickstart_out] [--iterations N] [--short]
 
 1. generates a synthetic training set and a held-out validation set;
 2. trains the SMALL model (ResNet-18 key encoder, narrow layers: NOT the
@@ -40,6 +40,8 @@ from inference.benchmark_run import run_benchmark, score_benchmark  # noqa: E402
 from inference.engine import EngineConfig, PCVOSEngine, prepare_network  # noqa: E402
 from model.checkpoint import build_model, recommend_settings  # noqa: E402
 from model.trainer import TrainConfig, export_final  # noqa: E402
+from util.arguments import add_alias, new_parser  # noqa: E402
+from util.arguments import frame_size as parse_frame_size  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
 from util.pictures import Chart, Series, label_grid, overlay, save_png  # noqa: E402
@@ -61,12 +63,14 @@ BUDGET_MARGIN_S = 30.0
 RECOMMENDED_CLIP_LENGTH = 1
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="everything goes here")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    p = new_parser(__doc__)
+    add_alias(p, p.add_argument("--output", dest="out", type=Path, default=Path("quickstart_out"), metavar="FOLDER",
+                                help="everything goes here"), "--out")
     p.add_argument("--iterations", type=int, default=2250,
                    help="training iterations (about 20 min on 2 cores in bf16 at 0.52 s/it)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="training batch size in samples")
     p.add_argument("--crop-size", type=int, default=112,
                    help="training crop; 112 = a 7x7 stride-16 grid, so the refinement trains on whole 7x7 windows")
     p.add_argument("--lr", type=float, default=2e-4,
@@ -82,22 +86,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="BatchNorm with batch statistics (training from scratch) or frozen running statistics")
     p.add_argument("--train-videos", type=int, default=120,
                    help="24 over-fit (0.87 J&F on them, 0.67 held out); past ~120 more videos stop helping")
-    p.add_argument("--val-videos", type=int, default=6)
+    p.add_argument("--val-videos", type=int, default=6, help="held-out videos the clip lengths are compared on")
     p.add_argument("--frames", type=int, default=40, help="frames per synthetic video")
-    p.add_argument("--size", default="128x224", help="HxW of the synthetic videos")
+    add_alias(p, p.add_argument("--frame-size", dest="size", type=parse_frame_size, default=(128, 224),
+                                metavar="HxW", help="frame size of the synthetic videos, height x width in "
+                                                    "pixels (default 128x224)"), "--size")
     p.add_argument("--object-scale", type=float, nargs=2, default=(0.2, 0.4), metavar=("MIN", "MAX"),
                    help="object diameter as a fraction of the frame height")
     p.add_argument("--motion-speed", type=float, default=0.012,
                    help="mean object speed as a fraction of the frame height per frame")
     p.add_argument("--lookalike-shift", type=float, default=90.0,
                    help="RGB distance between a look-alike distractor's colours and its target's")
-    p.add_argument("--clip-lengths", type=int, nargs="+", default=[1, 5, 10])
+    p.add_argument("--clip-lengths", type=int, nargs="+", default=[1, 5, 10], metavar="L",
+                   help="values of L to evaluate and choose from")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                    help="evaluate with mirror test-time augmentation, and record it in the checkpoint (default on: "
                         "+0.002 to +0.037 J&F at L = 1 on every set and checkpoint measured, docs/quickstart.md; "
                         "twice the evaluation time)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="data-loading processes; 0 (load in the training process) is fastest on 2 cores, where "
                    "worker processes compete with the training threads")
     p.add_argument("--time-budget", type=float, default=25.0, metavar="MIN",
@@ -105,7 +112,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "the run measures its own speed and, where --iterations would not fit, trains fewer "
                    "(0: always train --iterations)")
     p.add_argument("--short", action="store_true", help="a few iterations on tiny data (what the tests run)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.iterations < 1:
         p.error(f"--iterations {args.iterations}: must be >= 1")
@@ -160,7 +172,7 @@ def training_config(args: argparse.Namespace, train_root: Path) -> TrainConfig:
         num_workers=args.workers,
         output=str(args.out / "runs"),
         run_name="quickstart",
-        # A rerun into the same --out trains anew and replaces the earlier run; the segments of one run then
+        # A rerun into the same --output trains anew and replaces the earlier run; the segments of one run then
         # continue it with resume (train_model), which the overwrite does not touch.
         overwrite=True,
         imagenet=False,
@@ -208,7 +220,7 @@ def segment_speed(marks: dict[int, float], segment_start: float) -> tuple[float,
 
 
 def frame_size(args: argparse.Namespace) -> tuple[int, int]:
-    height, width = (int(v) for v in args.size.split("x"))
+    height, width = args.size
     return height, width
 
 
@@ -364,7 +376,7 @@ def write_report(args, report: dict) -> None:
         "",
     ])
     commands = [
-        f"python eval_davis.py --model {ckpt} --davis-path DAVIS_ROOT --output out/",
+        f"python eval_davis.py --model {ckpt} --davis-root DAVIS_ROOT --output out/",
         f"python segment.py --model {ckpt} --video VIDEO --mask FIRST_MASK.png --output out/ --size -1",
     ]
     low, high = (round(scale * min(report["frame_size"])) for scale in args.object_scale)
@@ -394,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.short:
         args.iterations, args.train_videos, args.val_videos, args.frames = 4, 2, 1, 12
-        args.size, args.clip_lengths, args.crop_size, args.batch_size = "64x112", [1, 5], 64, 2
+        args.size, args.clip_lengths, args.crop_size, args.batch_size = (64, 112), [1, 5], 64, 2
     args.precision = training_precision(args.precision, resolve_device(args.device))
     height, width = frame_size(args)
     start = time.perf_counter()

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python scripts/resize_youtube.py --root ../YouTube            # reads train/, writes train_480p/
-    python scripts/resize_youtube.py --root ../YouTube --workers 8
+    python scripts/resize_youtube.py --youtube-root ../YouTube    # reads train/, writes train_480p/
+    python scripts/resize_youtube.py --youtube-root ../YouTube --workers 8
 
 Videos already complete in the output are skipped, so an interrupted run can
 simply be started again. Masks keep their palette (PIL nearest resize of 'P').
@@ -21,6 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from util.arguments import add_alias, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 
 SHORT_SIDE = 480
@@ -55,15 +56,22 @@ def resize_video(src_root: Path, dst_root: Path, video: str, short: int = SHORT_
     return written
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__.splitlines()[0])
+    add_alias(parser, parser.add_argument("--youtube-root", default="../YouTube", metavar="FOLDER",
+                                          help="YouTube-VOS root containing train/"), "--root")
+    parser.add_argument("--src", default="train", help="folder under the root to read")
+    parser.add_argument("--dst", default="train_480p", help="folder under the root to write")
+    add_alias(parser, parser.add_argument("--size", type=int, default=SHORT_SIDE, metavar="PIXELS",
+                                          help="short side of the written frames, in pixels"), "--short")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="../YouTube", help="YouTube-VOS root containing train/")
-    parser.add_argument("--src", default="train")
-    parser.add_argument("--dst", default="train_480p")
-    parser.add_argument("--short", type=int, default=SHORT_SIDE)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
-    src, dst = Path(args.root) / args.src, Path(args.root) / args.dst
+    args = build_parser().parse_args(argv)
+    src, dst = Path(args.youtube_root) / args.src, Path(args.youtube_root) / args.dst
     if not (src / "JPEGImages").is_dir():
         print(f"resize_youtube.py: error: {src / 'JPEGImages'} not found; download YouTube-VOS 2019 train "
               "(see docs/training.md or `python scripts/download.py youtube`)", file=sys.stderr)
@@ -72,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
             counts = list(pool.map(resize_video, [src] * len(videos), [dst] * len(videos), videos,
-                                   [args.short] * len(videos)))
+                                   [args.size] * len(videos)))
     else:
-        counts = [resize_video(src, dst, v, args.short) for v in videos]
+        counts = [resize_video(src, dst, v, args.size) for v in videos]
     print(f"{len(videos)} videos, {sum(counts)} files written to {dst}")
     return 0
 

@@ -2,12 +2,12 @@
 
 Usage (from the repository root):
 
-    python scripts/score_davis.py --gt DAVIS_ROOT --pred RESULTS_DIR --out OUT_DIR \
-        [--sequences FILE] [--set val] [--single-object] [--workers N]
+    python scripts/score_davis.py --davis-root DAVIS_ROOT --pred RESULTS_DIR --output OUT_DIR \
+        [--sequences FILE] [--split val] [--single-object] [--workers N]
 
-Writes ``global_results-<set>.csv`` and ``per-sequence_results-<set>.csv`` (byte-identical to the
-toolkit's), ``per-object_results-<set>.json`` (full precision, excluded sequences, notes) and,
-when something was excluded or noted, ``warnings-<set>.txt``.
+Writes ``global_results-<split>.csv`` and ``per-sequence_results-<split>.csv`` (byte-identical to the
+toolkit's), ``per-object_results-<split>.json`` (full precision, excluded sequences, notes) and,
+when something was excluded or noted, ``warnings-<split>.txt``.
 
 Sequences are excluded (and listed in the warnings) when a prediction has an id the GT lacks, a
 prediction is missing or mis-sized, or -- where the GT root also holds ``JPEGImages/`` -- the GT
@@ -30,28 +30,39 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from util import davis_metrics as dm  # noqa: E402  (needs the sys.path line above)
+from util.arguments import add_alias, new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--gt", required=True, type=Path, help="GT root containing Annotations/[480p/]<seq>/")
-    parser.add_argument("--pred", required=True, type=Path, help="predictions: <pred>/<seq>/<frame>.png")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the CSV / JSON outputs")
+    parser = build_parser()
+    return parser.parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    parser = new_parser(__doc__.split("\n", 1)[0])
+    add_alias(parser, parser.add_argument("--davis-root", dest="gt", required=True, type=Path, metavar="FOLDER",
+                                          help="DAVIS root with the ground truth, Annotations/[480p/]<seq>/"), "--gt")
+    parser.add_argument("--pred", required=True, type=Path, metavar="FOLDER",
+                        help="predictions: <pred>/<seq>/<frame>.png")
+    add_alias(parser, parser.add_argument("--output", dest="out", required=True, type=Path, metavar="FOLDER",
+                                          help="folder for the CSV / JSON outputs"), "--out")
     parser.add_argument(
         "--sequences",
         type=Path,
-        help="file with one sequence per line (default: <gt>/ImageSets/2017/<set>.txt, "
-        "<gt>/ImageSets/<set>.txt, else every GT folder)",
+        help="file with one sequence per line (default: <davis-root>/ImageSets/2017/<split>.txt, "
+        "<davis-root>/ImageSets/<split>.txt, else every GT folder)",
     )
-    parser.add_argument("--set", default="val", help="subset name for ImageSets and output names")
+    add_alias(parser, parser.add_argument("--split", dest="set", default="val",
+                                          help="split name for ImageSets and output names"), "--set")
     parser.add_argument(
         "--single-object",
         action="store_true",
         help="DAVIS-2016 convention: GT objects merged, 0/255 predictions thresholded at > 128",
     )
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    return parser.parse_args(argv)
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
+    return parser
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.checkpoint import CheckpointError, build_model, load_weights
+from model.checkpoint import CheckpointError, InferenceSettings, build_model, load_weights
 from model.network import PCVOS, PCVOSConfig
 from tests.conftest import DATA
 from util.recipe_weights import recipe_state_dict
@@ -163,7 +163,9 @@ def test_recorded_clip_length_is_the_drivers_default(tmp_path, capsys):
     assert clip_length() == 5  # nothing recorded: the paper model's L
     recommend_settings(path, 3, "best on the validation videos")
     assert not list(tmp_path.glob(".*tmp*"))  # written in place, atomically
-    assert build_model(path)[1].recommended == {
+    assert build_model(path)[1].inference == InferenceSettings(
+        clip_length=3, flip=False, why="best on the validation videos", source=str(path))
+    assert torch.load(path, weights_only=True)["inference"] == {  # a plain record in the file
         "clip_length": 3, "why": "best on the validation videos", "flip": False}
     capsys.readouterr()
     assert clip_length() == 3
@@ -212,6 +214,44 @@ def test_recorded_flip_is_the_drivers_default(tmp_path, capsys):
     with pytest.raises(CheckpointError, match=rf"{path.name}: the mirror augmentation it records is 'yes'.*--no-flip"):
         flip()
     assert flip("--no-flip") is False  # a bad record does not block an explicit choice
+
+
+def test_engine_settings_come_from_the_flags_then_the_checkpoint_then_the_defaults(tmp_path):
+    """One rule for every caller (inference.settings.resolve_engine_config); the parsed flags are not modified."""
+    import argparse
+
+    import eval_generic
+    from inference.cli import engine_settings
+    from inference.predictor import Predictor
+    from inference.settings import DEFAULT_CLIP_LENGTH, EngineConfig, resolve_engine_config
+    from model.checkpoint import recommend_settings
+
+    recorded = InferenceSettings(clip_length=3, flip=True, why="w", source="x.pth")
+    assert resolve_engine_config() == EngineConfig() and EngineConfig().clip_length == DEFAULT_CLIP_LENGTH == 5
+    assert resolve_engine_config(recorded) == EngineConfig(clip_length=3, flip=True)
+    assert resolve_engine_config(recorded, clip_length=7, flip=False, top_k=9) == EngineConfig(
+        clip_length=7, flip=False, top_k=9)
+    seen = []
+    resolve_engine_config(recorded, lambda name, value: seen.append((name, value)), clip_length=None, flip=False)
+    assert seen == [("clip_length", 3)]
+    bad = InferenceSettings.from_record({"clip_length": 0, "flip": "yes", "why": 1}, "bad.pth")
+    assert (bad.clip_length, bad.flip, bad.why, bad.invalid) == (None, None, "", {"clip_length": 0, "flip": "yes"})
+    with pytest.raises(CheckpointError, match="bad.pth: the clip length it records is 0, not a positive integer"):
+        resolve_engine_config(bad, flip=False)
+    assert resolve_engine_config(bad, clip_length=2, flip=False).clip_length == 2
+    with pytest.raises(TypeError, match="unknown settings"):
+        resolve_engine_config(clip_lenght=2)
+
+    args = eval_generic.parse_args(["--generic-root", "d", "--output", "o", "--top-k", "11"])
+    before = argparse.Namespace(**vars(args))
+    assert engine_settings(args, recorded) == EngineConfig(clip_length=3, flip=True, top_k=11)
+    assert args == before  # nothing is resolved into the namespace
+
+    config = PCVOSConfig.small()
+    path = tmp_path / "train.pth"
+    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
+    recommend_settings(path, 2, "small", flip=True)
+    assert Predictor.from_checkpoint(path, device="cpu").engine.config == EngineConfig(clip_length=2, flip=True)
 
 
 def test_non_finite_weights_are_refused_naming_the_tensors_and_the_file(tmp_path):

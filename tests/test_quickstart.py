@@ -36,9 +36,9 @@ def test_quickstart_short(tmp_path, capsys):
     # The checkpoint records L = 1 (the recipe's best on larger sets, not the 6 videos' best), and the report's
     # command for other videos, which has no -L, runs at it: same masks and J&F as the report's L = 1. (After 4
     # iterations those masks are empty beyond frame 0: this checks the command line and its plumbing.)
-    assert loaded.recommended["clip_length"] == report["recommended_clip_length"] == 1
-    assert "30 held-out videos" in loaded.recommended["why"]
-    assert loaded.recommended["flip"] is report["flip"] is True  # evaluated with mirror augmentation, and recorded
+    assert loaded.inference.clip_length == report["recommended_clip_length"] == 1
+    assert "30 held-out videos" in loaded.inference.why
+    assert loaded.inference.flip is report["flip"] is True  # evaluated with mirror augmentation, and recorded
     import eval_davis
 
     markdown = (out / "report.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import re
@@ -334,7 +335,7 @@ def _small_weights(tmp_path: Path) -> Path:
 def _cli(data: dict, out: Path, *extra: str) -> list[str]:
     return [
         "--stage", "3", "--model-size", "small", "--iterations", "2", "--batch-size", "1", "--crop-size", "48",
-        "--clip-lengths", "2", "2", "--num-workers", "0", "--no-imagenet", "--output", str(out), "--no-tensorboard",
+        "--clip-frames", "2", "2", "--workers", "0", "--no-imagenet", "--output", str(out), "--no-tensorboard",
         "--davis-root", data["davis_root"], "--youtube-root", data["youtube_root"], "--progress", "none", *extra,
     ]
 
@@ -436,12 +437,12 @@ def test_every_flag_says_its_default_and_unit():
     helps = {}
     formatter = parser._get_formatter()
     for action in parser._actions:
-        if action.dest == "help":
+        if action.dest == "help" or action.help == argparse.SUPPRESS:  # hidden old names (docs/cli.md)
             continue
         helps[action.option_strings[-1]] = formatter._get_help_string(action)
         assert "default" in helps[action.option_strings[-1]], action.option_strings
     units = {"--iterations": "iterations", "--batch-size": "samples", "--crop-size": "pixels",
-             "--clip-lengths": "frames", "--intra-gap": "frames", "--gap-low": "frames", "--save-every": "iterations",
+             "--clip-frames": "frames", "--intra-gap": "frames", "--gap-low": "frames", "--save-every": "iterations",
              "--stop-after": "iterations", "--lr-steps": "iteration", "--min-scale": "fraction"}
     for flag, unit in units.items():
         assert unit in helps[flag].lower(), (flag, helps[flag])

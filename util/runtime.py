@@ -1,17 +1,26 @@
-"""Device and precision selection: the only place that names a device type."""
+"""Device and precision selection: the only place that names a device type.
+
+torch is imported by the functions that use it: the names below (PRECISIONS, COMPILE_MODES) are
+read by command-line parsers, which must answer ``--help`` without loading torch (docs/cli.md).
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: precision name -> the torch dtype autocast runs in (None: no autocast)
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
     """'auto' picks CUDA when available, else the CPU; anything else is passed to torch."""
+    import torch
+
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -24,9 +33,11 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     """Autocast context for ``precision`` in {'fp32', 'bf16', 'fp16'} (fp32 = no autocast)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {sorted(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    if dtype is None:
+    if PRECISIONS[precision] is None:
         return contextlib.nullcontext()
+    import torch
+
+    dtype = getattr(torch, PRECISIONS[precision])
     if device.type == "cpu" and dtype == torch.float16:
         raise ValueError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -53,6 +64,8 @@ def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
 def synchronize(device: torch.device) -> None:
     """Wait for queued kernels (for honest timings)."""
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
 
 
@@ -73,6 +86,7 @@ def compile_methods(module: torch.nn.Module, names: Iterable[str], mode: str) ->
         raise ValueError(f"unknown compile mode {mode!r}; choose from {COMPILE_MODES}")
     if getattr(module, "_compiled_mode", None) == mode:
         return
+    import torch
     import torch._inductor
 
     options = {**torch._inductor.list_mode_options(mode), "freezing": True}
@@ -85,6 +99,8 @@ def compile_methods(module: torch.nn.Module, names: Iterable[str], mode: str) ->
 
 
 def _cloning(fn):
+    import torch
+
     def call(*args, **kwargs):
         out = fn(*args, **kwargs)
         return torch.utils._pytree.tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, out)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 
-from inference.cli import engine_config, memory_options
+from inference.cli import memory_options
 from inference.interactive.session import Job, Session
 from inference.predictor import FrameSource, Predictor
+from inference.settings import EngineConfig
 from model.network import PCVOS
 from util.runtime import PRECISIONS
 
@@ -45,15 +47,17 @@ class Propagator:
     Args:
         session: the session whose frames and annotations are propagated.
         network: the shared network (loaded once by the server).
-        args: the command line's engine flags (those the page does not set).
+        config: the command line's engine settings (L and precision are the page's).
+        args: the command line's memory flags (the strategy is the page's).
 
     Attributes:
         frames_computed: frames the engine computed in the last propagation (the rest were up to date).
     """
 
-    def __init__(self, session: Session, network: PCVOS, args: argparse.Namespace) -> None:
+    def __init__(self, session: Session, network: PCVOS, config: EngineConfig, args: argparse.Namespace) -> None:
         self.session = session
         self.network = network
+        self.config = config
         self.args = args
         self.frames_computed = 0
         self._predictor: Predictor | None = None
@@ -63,10 +67,9 @@ class Propagator:
     # -- predictor lifetime --------------------------------------------------------------------
     def _new_predictor(self) -> Predictor:
         s = self.session.settings
-        args = argparse.Namespace(**{**vars(self.args), "clip_length": s.clip_length, "precision": s.precision,
-                                     "memory": s.memory})
-        predictor = Predictor(self.network, engine_config(args), size=s.size,
-                              memory=memory_options(args, self.network).factory())
+        memory = argparse.Namespace(**{**vars(self.args), "memory": s.memory})
+        predictor = Predictor(self.network, replace(self.config, clip_length=s.clip_length, precision=s.precision),
+                              size=s.size, memory=memory_options(memory, self.network).factory())
         predictor.open(SessionFrames(self.session))
         return predictor
 
