@@ -199,6 +199,9 @@ def check_paths(args: argparse.Namespace) -> None:
     for flag in ("resume", "weights"):
         if getattr(args, flag) is not None:
             require_path(getattr(args, flag), f"--{flag}", folder=False, hint="give a .pth checkpoint file")
+            if Path(getattr(args, flag)).is_dir():
+                raise IsADirectoryError(f"{getattr(args, flag)}: is a folder, not a checkpoint file; give --{flag} "
+                                        "a .pth checkpoint file")
     if args.imagenet_dir is not None and not args.no_imagenet:
         require_path(args.imagenet_dir, "--imagenet-dir", folder=True,
                      hint="give the folder of torchvision's ImageNet .pth files, or pass --no-imagenet")

@@ -50,3 +50,14 @@ def small_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "small.pth"
     torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def two_generic_videos(tmp_path_factory) -> Path:
+    """A generic layout with two 5-frame 64x112 videos (g_000, g_001), one object annotated at frame 0."""
+    from dataset import synthetic as syn
+
+    root = tmp_path_factory.mktemp("generic")
+    config = syn.SyntheticConfig(num_frames=5, height=64, width=112, num_objects=1, seed=7)
+    syn.write_generic(root, syn.make_split("g", 2, config, seed=3, allow_late=False))
+    return root

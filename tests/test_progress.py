@@ -4,17 +4,14 @@ hooks in segment.py, the benchmark drivers, the sweep and the scoring."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import eval_generic
 import inference_pretrained_pcvos
 import segment
 from dataset import synthetic as syn
-from model.network import PCVOS, PCVOSConfig
 from util import davis_metrics as dm
 from util import progress as progress_module
 from util.progress import Progress, duration, progress, resolve_mode
@@ -29,24 +26,6 @@ def log_lines(monkeypatch):
     monkeypatch.setenv("PCVOS_PROGRESS", "log")
     monkeypatch.setenv("PCVOS_PROGRESS_EVERY", "0")
     monkeypatch.setattr(progress_module, "_active", [])
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = PCVOSConfig.small()
-    path = tmp_path_factory.mktemp("model") / "small.pth"
-    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def generic(tmp_path_factory) -> Path:
-    """Two 5-frame videos, annotated at frame 0."""
-    root = tmp_path_factory.mktemp("generic")
-    config = syn.SyntheticConfig(num_frames=5, height=H, width=W, num_objects=1, seed=7)
-    syn.write_generic(root, syn.make_split("g", 2, config, seed=3, allow_late=False))
-    return root
 
 
 def _progress_lines(err: str) -> list[str]:
@@ -132,12 +111,14 @@ def test_a_total_too_small_is_raised_and_an_unknown_total_counts(log_lines, caps
 # --------------------------------------------------------------------------- the hooks
 
 
-def test_segment_py_reports_every_frame_of_both_directions(model, generic, log_lines, tmp_path, capsys):
+def test_segment_py_reports_every_frame_of_both_directions(
+    small_model, two_generic_videos, log_lines, tmp_path, capsys
+):
     masks = syn.generate_video(syn.SyntheticConfig(num_frames=5, height=H, width=W, num_objects=1, seed=7)).masks
-    video = next((generic / "JPEGImages").iterdir())
+    video = next((two_generic_videos / "JPEGImages").iterdir())
     syn.write_first_mask(tmp_path / "m.png", masks[2])
     assert segment.main(["--video", str(video), "--mask", f"2:{tmp_path / 'm.png'}", "--output", str(tmp_path / "o"),
-                         "--model", str(model), "--size", "-1", *FAST]) == 0
+                         "--model", str(small_model), "--size", "-1", *FAST]) == 0
     lines = _progress_lines(capsys.readouterr().err)
     backward = [line for line in lines if "backward frames" in line]
     forward = [line for line in lines if line.startswith("progress: frames")]
@@ -146,8 +127,9 @@ def test_segment_py_reports_every_frame_of_both_directions(model, generic, log_l
     assert "done in" in forward[-1]
 
 
-def test_benchmark_drivers_report_videos_and_frames(model, generic, log_lines, tmp_path, capsys):
-    assert eval_generic.main(["--data", str(generic), "--output", str(tmp_path / "out"), "--model", str(model),
+def test_benchmark_drivers_report_videos_and_frames(small_model, two_generic_videos, log_lines, tmp_path, capsys):
+    assert eval_generic.main(["--generic-root", str(two_generic_videos), "--output", str(tmp_path / "out"),
+                              "--model", str(small_model),
                               "--size", "-1", *FAST]) == 0
     lines = _progress_lines(capsys.readouterr().err)
     assert lines[0].startswith("progress: generic videos 0/2 | g_000 frames 1/5")
@@ -155,9 +137,10 @@ def test_benchmark_drivers_report_videos_and_frames(model, generic, log_lines, t
     assert lines[-1].startswith("progress: generic videos 2/2") and "done in" in lines[-1]
 
 
-def test_the_sweep_reports_each_l(model, generic, log_lines, tmp_path, capsys):
+def test_the_sweep_reports_each_l(small_model, two_generic_videos, log_lines, tmp_path, capsys):
     assert inference_pretrained_pcvos.main([
-        "--model", str(model), "--clip-lengths", "2", "3", "--benchmarks", "generic", "--generic-path", str(generic),
+        "--model", str(small_model), "--clip-lengths", "2", "3", "--benchmarks", "generic",
+        "--generic-root", str(two_generic_videos),
         "--size", "-1", "--output", str(tmp_path / "sweep"), *FAST]) == 0
     lines = _progress_lines(capsys.readouterr().err)
     assert any(line.startswith("progress: sweep L values 0/2 | generic videos 1/2") for line in lines)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,29 +17,10 @@ import inference_pretrained_pcvos
 import segment
 from dataset import synthetic as syn
 from inference.report import header_line
-from model.network import PCVOS, PCVOSConfig
 
 H, W = 64, 112
 FAST = ["--device", "cpu", "--workers", "0"]
 CELLS = (H // 16) * (W // 16)  # memory elements of one frame at the original size (no padding: 64 x 112)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = PCVOSConfig.small()
-    path = tmp_path_factory.mktemp("model") / "small.pth"
-    torch.save({"network": PCVOS(config).state_dict(), "model_config": config.to_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def generic(tmp_path_factory) -> Path:
-    """Two 5-frame videos, annotated at frame 0."""
-    root = tmp_path_factory.mktemp("generic")
-    config = syn.SyntheticConfig(num_frames=5, height=H, width=W, num_objects=1, seed=7)
-    syn.write_generic(root, syn.make_split("g", 2, config, seed=3, allow_late=False))
-    return root
 
 
 def _cpu() -> str:
@@ -70,15 +50,16 @@ def test_header_line_names_every_setting():
                          "| direction both")
 
 
-def test_segment_py_first_line_and_summary(model, generic, tmp_path, capsys):
-    video = generic / "JPEGImages" / "g_000"
-    mask = next((generic / "Annotations" / "g_000").glob("*.png"))
+def test_segment_py_first_line_and_summary(small_model, two_generic_videos, tmp_path, capsys):
+    video = two_generic_videos / "JPEGImages" / "g_000"
+    mask = next((two_generic_videos / "Annotations" / "g_000").glob("*.png"))
     assert segment.main(["--video", str(video), "--mask", f"2:{mask}", "--output", str(tmp_path / "o"),
-                         "--model", str(model), "--size", "-1", "-L", "1", "--memory", "fifo",
+                         "--model", str(small_model), "--size", "-1", "-L", "1", "--memory", "fifo",
                          "--max-memory-frames", "1", *FAST]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == (
-        f"segment.py: model {model} | device {_cpu()} | precision fp32 | L 1 | memory fifo (budget: the annotated "
+        f"segment.py: model {small_model} | device {_cpu()} | precision fp32 | L 1 | "
+        "memory fifo (budget: the annotated "
         "frames + the 1 most recent) | flip off | size original resolution | direction both"
     )
     summary = lines[-1]
@@ -88,12 +69,13 @@ def test_segment_py_first_line_and_summary(model, generic, tmp_path, capsys):
     assert _kept(summary) == (2, 2 * CELLS)
 
 
-def test_benchmark_drivers_first_line_and_summary(model, generic, tmp_path, capsys):
-    assert eval_generic.main(["--data", str(generic), "--output", str(tmp_path / "g"), "--model", str(model),
+def test_benchmark_drivers_first_line_and_summary(small_model, two_generic_videos, tmp_path, capsys):
+    assert eval_generic.main(["--generic-root", str(two_generic_videos), "--output", str(tmp_path / "g"),
+                              "--model", str(small_model),
                               "--size", "-1", "-L", "2", "--flip", *FAST]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == (
-        f"eval_generic.py: model {model} | device {_cpu()} | precision fp32 | L 2 | memory keep-all (no budget: "
+        f"eval_generic.py: model {small_model} | device {_cpu()} | precision fp32 | L 2 | memory keep-all (no budget: "
         "one frame per clip, kept) | flip on | size original resolution"
     )
     assert lines[-1].startswith("generic: 2 videos, 10 frames in ") and "FPS engine; peak memory" in lines[-1]
@@ -103,7 +85,7 @@ def test_benchmark_drivers_first_line_and_summary(model, generic, tmp_path, caps
 
 
 @pytest.mark.parametrize("driver", ["davis", "youtube"])
-def test_davis_and_youtube_drivers_first_line(model, tmp_path, capsys, driver):
+def test_davis_and_youtube_drivers_first_line(small_model, tmp_path, capsys, driver):
     config = syn.SyntheticConfig(num_frames=4, height=H, width=W, num_objects=1, seed=1)
     videos = syn.make_split("d", 1, config, seed=1, allow_late=False)
     if driver == "davis":
@@ -114,22 +96,25 @@ def test_davis_and_youtube_drivers_first_line(model, tmp_path, capsys, driver):
         syn.write_youtube(tmp_path / "yv", videos, ground_truth=False)
         argv = ["--yv-path", str(tmp_path / "yv"), "--output", str(tmp_path / "out"), "--size", "64"]
         main, name, size = eval_youtube.main, "eval_youtube.py", "64 (short side)"
-    assert main([*argv, "--model", str(model), "-L", "3", "--memory", "afb", "--memory-budget", "500", *FAST]) == 0
+    assert main([*argv, "--model", str(small_model), "-L", "3", "--memory", "afb", "--memory-budget", "500",
+                 *FAST]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == (f"{name}: model {model} | device {_cpu()} | precision fp32 | L 3 | memory afb (budget: 500 "
+    assert lines[0] == (f"{name}: model {small_model} | device {_cpu()} | precision fp32 | L 3 | "
+                        "memory afb (budget: 500 "
                         f"elements) | flip off | size {size}")
     summary = next(line for line in lines if re.match(r"\S+: 1 videos, 4 frames in ", line))
     assert _kept(summary)[1] > 0
 
 
-def test_sweep_first_line_summary_and_rows(model, generic, tmp_path, capsys):
+def test_sweep_first_line_summary_and_rows(small_model, two_generic_videos, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert inference_pretrained_pcvos.main([
-        "--model", str(model), "--clip-lengths", "1", "4", "--benchmarks", "generic", "--generic-path", str(generic),
+        "--model", str(small_model), "--clip-lengths", "1", "4", "--benchmarks", "generic",
+        "--generic-root", str(two_generic_videos),
         "--size", "-1", "--output", str(out), "--memory", "fifo", "--max-memory-frames", "1", *FAST]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == (
-        f"inference_pretrained_pcvos.py: model {model} | device {_cpu()} | precision fp32 | L 1 4 | memory fifo "
+        f"inference_pretrained_pcvos.py: model {small_model} | device {_cpu()} | precision fp32 | L 1 4 | memory fifo "
         "(budget: the annotated frames + the 1 most recent) | flip off | size original resolution"
     )
     per_run = [line for line in lines if line.startswith("L=")]
