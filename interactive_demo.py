@@ -58,6 +58,10 @@ def build_app(args: argparse.Namespace):
     network, recorded = load_network_and_settings(args.model, device, args.quality_weights)
     config = engine_settings(args, recorded)
     memory_options(args, network)  # checks the memory flags before the first propagation
+    from inference.report import header_line
+
+    print(header_line("interactive_demo.py", args, device, config.clip_length, config=config,
+                      extra=["the page can change L, precision, memory and size per session"]), flush=True)
     defaults = Settings(clip_length=config.clip_length, precision=config.precision, memory=args.memory, size=args.size)
     return create_app(args.workdir, defaults, lambda session: Propagator(session, network, config, args))
 

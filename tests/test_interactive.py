@@ -301,3 +301,10 @@ def test_objects_undo_and_user_errors(video, tmp_path):
     frame = client.get(f"/api/sessions/{uploaded['id']}/frames/3.jpg")
     assert frame.status_code == 200 and frame.content[:2] == b"\xff\xd8"
     assert client.get("/api/sessions/..%2Fetc").status_code in (400, 404)
+
+
+def test_the_server_says_what_it_runs(tmp_path, capsys):
+    _app(tmp_path / "work")
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("interactive_demo.py: model recipe (untrained test weights) | device cpu"), line
+    assert f"| precision fp32 | L {L} | memory keep-all" in line and "| size original resolution |" in line, line
