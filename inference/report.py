@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from inference.memory_store import MemoryStore
+from inference.settings import EngineConfig
 
 MIB = 2**20
 
@@ -50,7 +51,7 @@ def _device_text(device: torch.device) -> str:
 
 def header_line(
     driver: str, args: argparse.Namespace, device: torch.device, clip_lengths: int | Sequence[int],
-    size: str | None = None, extra: Sequence[str] = (), config=None,
+    size: str | None = None, extra: Sequence[str] = (), config: EngineConfig | None = None,
 ) -> str:
     """'DRIVER: model M | device D | precision P | L n | memory S (budget) | flip on/off | size N[ | EXTRA]'.
 
