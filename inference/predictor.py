@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from dataset.frames import list_frames, prepare_image, prepare_label, read_rgb
-from inference.engine import EngineConfig, EngineSession, FrameInput, FrameResult, PCVOSEngine, prepare_network
+from inference.engine import EngineConfig, EngineSession, FrameInput, PCVOSEngine, prepare_network
 from inference.memory_store import MemoryStore
-from inference.objects import MAX_OBJECT_ID, ObjectManager, to_mask
+from inference.objects import MAX_OBJECT_ID, ObjectManager
+from inference.runner import VideoRun
 from inference.settings import DIRECTIONS, resolve_engine_config
 from model.network import PCVOS
 from util.video_io import VideoReader, is_video_file
@@ -240,7 +241,7 @@ class Predictor:
         self._annotations: dict[int, np.ndarray] = {}
         self._tracks: dict[str, _Track] = {}
         self._scratch: tempfile.TemporaryDirectory | None = None
-        self._live: EngineSession | None = None
+        self._live: VideoRun | None = None
         self._live_next = 0
         self._live_size: tuple[int, int] | None = None
 
@@ -342,8 +343,8 @@ class Predictor:
             if not self._annotations[t].any():
                 del self._annotations[t]
         self.objects.remove(obj)
-        if self._live is not None:
-            self._live.drop_objects([slot])
+        if self._live is not None and self._live.session is not None:
+            self._live.session.drop_objects([slot])
 
     def reset(self) -> None:
         """Forget every mask, object and computed result, and the live stream; a held video stays held."""
@@ -425,7 +426,7 @@ class Predictor:
         """
         _check_rgb(frame, f"live frame {self._live_next}")
         if self._live is None:
-            self._live = self.engine.start()
+            self._live = VideoRun(self.engine, objects=self.objects, session=self.engine.start())
             self._live_size = tuple(frame.shape[:2])
         if tuple(frame.shape[:2]) != self._live_size:
             raise ValueError(
@@ -442,18 +443,17 @@ class Predictor:
         self._live_next += 1
         self.frames_pushed += 1
         results = self._live.push(FrameInput(index, prepare_image(frame, self.size), label))
-        return [(r.index, self._to_mask(r, self._live_size)) for r in results]
+        return [(i, self._live.mask(prob, self._live_size)) for i, prob in results]
 
     def flush(self) -> list[tuple[int, np.ndarray]]:
         """End of the live stream: the masks of the frames still pending. The next :meth:`step` starts a new
         stream (with the same objects)."""
         if self._live is None:
             return []
-        results = self._live.flush()
-        size = self._live_size
+        run, size = self._live, self._live_size
         self._live = None
         self._live_next = 0
-        return [(r.index, self._to_mask(r, size)) for r in results]
+        return [(i, run.mask(prob, size)) for i, prob in run.flush()]
 
     # -- internals -------------------------------------------------------------------------------
     def _need_video(self) -> FrameSource:
@@ -510,9 +510,6 @@ class Predictor:
         label = None if annotation is None else prepare_label(self.objects.slot_map(annotation), self.size)
         return FrameInput(position, prepare_image(rgb, self.size), label, source=source.name(index))
 
-    def _to_mask(self, result: FrameResult, size: tuple[int, int]) -> np.ndarray:
-        return to_mask(result.prob, size, self.objects.id_table(self.device))
-
     def _run(self, track: _Track) -> Iterator[tuple[int, np.ndarray]]:
         """Yield every annotated-onward position's mask in travel order, recomputing the invalid ones.
 
@@ -530,35 +527,35 @@ class Predictor:
                 continue
             resume = max((s for s in track.snapshots if first <= s <= position), default=None)
             if resume is None:
-                session, resume = self.engine.start(num_objects=self.objects.num_slots), first
+                run, resume = VideoRun(self.engine, objects=self.objects), first
             else:
-                session = track.snapshots[resume].snapshot()
+                run = VideoRun(self.engine, objects=self.objects, session=track.snapshots[resume].snapshot())
             shown = position  # positions before it were yielded already
-            for result in self._advance(track, session, resume):
+            for result in self._advance(track, run, resume):
                 if result[0] >= shown:
                     yield track.frame(result[0]), result[1]
                     shown = result[0] + 1
             position = shown
 
-    def _advance(self, track: _Track, session: EngineSession, start: int) -> Iterator[tuple[int, np.ndarray]]:
+    def _advance(self, track: _Track, run: VideoRun, start: int) -> Iterator[tuple[int, np.ndarray]]:
         """Push positions from ``start`` until between clips with a valid position next; (position, mask)."""
         position = start
         while True:
-            results = session.push(self._input(track, position))
+            results = run.push(self._input(track, position))
             self.frames_pushed += 1
             position += 1
             if position == track.length:
-                results += session.flush()
-            for result in results:
-                index = track.frame(result.index)
-                mask = self._to_mask(result, self._frame_size)
+                results += run.flush()
+            for pushed, prob in results:
+                index = track.frame(pushed)
+                mask = run.mask(prob, self._frame_size)
                 track.masks.write(index, mask)
-                track.valid.add(result.index)
-                yield result.index, mask
+                track.valid.add(pushed)
+                yield pushed, mask
             if position == track.length:
                 return
-            if not session.pending:
-                track.snapshots[position] = session.snapshot()
+            if not run.session.pending:
+                track.snapshots[position] = run.session.snapshot()
                 if position in track.valid:
                     return
 

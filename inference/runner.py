@@ -4,17 +4,17 @@
 way: number the objects (:class:`~inference.objects.ObjectManager`), run the
 engine, give each result one channel per object, turn probabilities into masks of
 the video's own ids, and time the engine apart from waiting for frames and
-handing masks on. Its two sources:
+handing masks on. Its users:
 
 * :func:`segment_source`: a :class:`~dataset.frames.VideoSource` (frame files read
   at random by loader workers) into a mask folder, complete or absent; every
   benchmark driver (``inference.benchmark_run``);
 * :func:`segment_stream`: frames from an iterator (video containers, cameras) handed
-  to a sink in frame order; ``segment.py``.
-
-The predictor (``inference/predictor.py``) numbers objects and makes masks with the
-same :class:`~inference.objects.ObjectManager` and :func:`~inference.objects.to_mask`;
-its loop pushes frames itself, because it resumes from engine snapshots.
+  to a sink in frame order; ``segment.py``;
+* the predictor (``inference/predictor.py``): a held video's frames pushed one at a
+  time through a run that shares the predictor's object manager and continues an
+  engine snapshot after a correction, and a live stream's frames as a camera
+  delivers them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 
 from dataset.frames import VideoSource, frame_loader, label_palette, label_values, prepare_image, prepare_label
 from dataset.masks import VOID
-from inference.engine import FrameInput, PCVOSEngine
+from inference.engine import EngineSession, FrameInput, FrameResult, PCVOSEngine
 from inference.objects import MAX_OBJECT_ID, ObjectManager, pad_channels, probabilities_to_mask
 from util.paths import safe_name
 from util.progress import progress
@@ -68,18 +68,40 @@ class VideoRun:
         values: the video's object ids (sorted or not); they take slots 1..K in increasing order.
         name: the video's name (in the stats).
         max_id: the highest id accepted (``ObjectManager``).
+        objects: an object manager to share (the predictor's, whose objects come and go); ``values`` are
+            added to it. Default: a new one.
+        session: the engine session to continue (a snapshot the predictor resumes from); default: a new
+            session, started at the first :meth:`push` with one channel per slot.
 
-    The timer starts now; :meth:`finish` stops it.
+    Frames go in one at a time (:meth:`push`, then :meth:`flush`) or as an iterable (:meth:`results`, the
+    same loop). The timer starts now; :meth:`finish` stops it.
     """
 
-    def __init__(self, engine: PCVOSEngine, values: Sequence[int], name: str = "", max_id: int = MAX_OBJECT_ID):
+    def __init__(
+        self,
+        engine: PCVOSEngine,
+        values: Sequence[int] = (),
+        name: str = "",
+        max_id: int = MAX_OBJECT_ID,
+        objects: ObjectManager | None = None,
+        session: EngineSession | None = None,
+    ) -> None:
         self.engine = engine
-        self.objects = ObjectManager(max_id)
+        self.objects = ObjectManager(max_id) if objects is None else objects
         self.objects.add(values)
-        self.table = self.objects.id_table(engine.device)
+        self.session = session
         self.stats = VideoStats(name)
+        self._table: tuple[tuple, torch.Tensor] | None = None
         self._outside = 0.0  # seconds not charged to the engine
         self._start = time.perf_counter()
+
+    @property
+    def table(self) -> torch.Tensor:
+        """int64 [num_slots + 1] slot -> id of the objects now (rebuilt when they change)."""
+        key = (tuple(sorted(self.objects.slots.items())), self.objects.num_slots)
+        if self._table is None or self._table[0] != key:
+            self._table = key, self.objects.id_table(self.engine.device)
+        return self._table[1]
 
     @contextlib.contextmanager
     def outside(self) -> Iterator[None]:
@@ -94,29 +116,42 @@ class VideoRun:
         """uint8 [H, W] ids of this video -> int64 [H, W] engine slots."""
         return self.objects.slot_map(mask)
 
+    def push(self, frame: FrameInput) -> list[tuple[int, torch.Tensor]]:
+        """Feed the next frame; returns (frame index, [K + 1, h, w] probabilities, one channel per object) of
+        the frames that became final (at L > 1: when their clip is complete)."""
+        if self.session is None:
+            self.session = self.engine.start(num_objects=self.objects.num_slots)
+        return self._padded(self.session.push(frame))
+
+    def flush(self) -> list[tuple[int, torch.Tensor]]:
+        """End of the video: the results of the frames still pending."""
+        if self.session is None:
+            return []
+        return self._padded(self.session.flush())
+
+    def _padded(self, results: list[FrameResult]) -> list[tuple[int, torch.Tensor]]:
+        self.stats.frames += len(results)
+        channels = self.table.shape[0]
+        return [(result.index, pad_channels(result.prob, channels)) for result in results]
+
     def results(self, inputs: Iterable[FrameInput]) -> Iterator[tuple[int, torch.Tensor]]:
-        """Segment ``inputs``: (frame index, [K + 1, h, w] probabilities, one channel per object) per frame.
+        """Segment ``inputs`` (:meth:`push` each, then :meth:`flush`): (frame index, probabilities) per frame.
 
         Waiting for the next input is not charged to the engine; the caller wraps its own handling of a
         result that is not the engine's work (writing, a sink) in :meth:`outside`.
         """
         frames = iter(inputs)
-
-        def timed() -> Iterator[FrameInput]:
-            while True:
-                with self.outside():
-                    item = next(frames, None)
-                if item is None:
-                    return
-                yield item
-
-        for result in self.engine.segment(timed(), num_objects=self.objects.num_slots):
-            self.stats.frames += 1
-            yield result.index, pad_channels(result.prob, self.table.shape[0])
+        while True:
+            with self.outside():
+                item = next(frames, None)
+            if item is None:
+                break
+            yield from self.push(item)
+        yield from self.flush()
 
     def mask(self, prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-        """Probabilities from :meth:`results` -> uint8 [H, W] ids of this video at ``size``."""
-        return probabilities_to_mask(prob, size, self.table)
+        """Probabilities from :meth:`push` / :meth:`results` -> uint8 [H, W] ids of this video at ``size``."""
+        return probabilities_to_mask(pad_channels(prob, self.table.shape[0]), size, self.table)
 
     def finish(self) -> VideoStats:
         """Wait for the device, stop the timer and return the stats."""

@@ -65,13 +65,16 @@ def test_object_manager_maps_any_ids_to_few_slots():
         objects.add([255])
 
 
-def test_id_200_takes_one_channel(checkpoint, video):
+def test_id_200_takes_one_channel(checkpoint, video, monkeypatch):
+    from inference.runner import VideoRun
+
     pred = predictor(checkpoint)
     pred.open(list(video.frames[:4]))
     pred.add_mask(0, only(video.masks[0], 1, 200))
     channels = []
-    to_mask = pred._to_mask
-    pred._to_mask = lambda result, size: channels.append(result.prob.shape[0]) or to_mask(result, size)
+    to_mask = VideoRun.mask
+    monkeypatch.setattr(VideoRun, "mask", lambda run, prob, size: channels.append(prob.shape[0]) or
+                        to_mask(run, prob, size))
     masks = dict(pred.propagate())
     assert set(channels) == {2}  # background + one object, not 201
     assert sorted(masks) == [0, 1, 2, 3]
@@ -240,3 +243,34 @@ def test_user_errors_are_value_errors(checkpoint, video):
     with pytest.raises(ValueError, match="live frame 1: 32x48"):
         pred.step(video.frames[0])
         pred.step(np.zeros((48, 32, 3), np.uint8))
+
+
+def test_every_path_pushes_through_the_one_run_loop(checkpoint, video, monkeypatch):
+    """Held-video propagation (fresh and resumed after a correction) and live frames all go through
+    inference.runner.VideoRun.push: no loop of its own in the predictor."""
+    from inference.engine import EngineSession
+    from inference.runner import VideoRun
+
+    through_run, direct = [], []
+    run_push, session_push = VideoRun.push, EngineSession.push
+
+    def counted_run(run, frame):
+        through_run.append(frame.index)
+        return run_push(run, frame)
+
+    def counted_session(session, frame):
+        direct.append(frame.index)
+        return session_push(session, frame)
+
+    monkeypatch.setattr(VideoRun, "push", counted_run)
+    monkeypatch.setattr(EngineSession, "push", counted_session)
+    pred = predictor(checkpoint, clip_length=2)
+    pred.open(list(video.frames[:6]))
+    pred.add_mask(0, video.masks[0])
+    dict(pred.propagate("both"))
+    pred.add_mask(3, video.masks[3])  # a correction: the rerun resumes from a snapshot
+    dict(pred.propagate())
+    for t, frame in enumerate(video.frames[:3]):
+        pred.step(frame, video.masks[0] if t == 0 else None)
+    pred.flush()
+    assert len(through_run) == pred.frames_pushed == len(direct) > 6
