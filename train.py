@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder with torchvision's resnet50/resnet18 ImageNet .pth files (default: the torch "
                              "hub cache, where `python scripts/download.py imagenet` puts them)")
     parser.add_argument("--no-imagenet", action="store_true", help="random backbone initialisation")
+    parser.add_argument("--no-icr", action="store_true",
+                        help="train without the intra-clip refinement (the paper's 'w/o ICR' ablation row)")
     parser.add_argument("--batchnorm", choices=("frozen", "train"), default=d.batchnorm,
                         help="BatchNorm statistics: frozen (STCN, running stats fixed) or train (batch statistics)")
     parser.add_argument("--channels-last", action="store_true",
@@ -168,7 +170,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         output=args.output, run_name=args.run_name, save_every=args.save_every, log_every=args.log_every,
         image_every=args.image_every, seed=args.seed, resume=args.resume, weights=args.weights,
         overwrite=args.overwrite,
-        imagenet=not args.no_imagenet, imagenet_dir=args.imagenet_dir, batchnorm=args.batchnorm,
+        imagenet=not args.no_imagenet, refine=not args.no_icr, imagenet_dir=args.imagenet_dir, batchnorm=args.batchnorm,
         channels_last=args.channels_last, static_root=args.static_root,
         youtube_root=args.youtube_root, davis_root=args.davis_root, bl30k_root=args.bl30k_root,
         clip_lengths=tuple(args.clip_lengths) if args.clip_lengths else None, intra_gap=args.intra_gap,

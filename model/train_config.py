@@ -54,6 +54,7 @@ class TrainConfig:
     # checkpoint in that folder, a run refuses to start there: no run silently overwrites another)
     overwrite: bool = False
     imagenet: bool = True
+    refine: bool = True  # the intra-clip refinement (ICR); False = the "w/o ICR" ablation (docs/ablation.md)
     imagenet_dir: str | None = None
     # 'frozen' (STCN: running statistics fixed, affine trained; the default, for ImageNet-initialised backbones)
     # or 'train' (batch statistics; what the quickstart uses from random initialisation, docs/quickstart.md).

@@ -113,7 +113,8 @@ def check_run_dir(config: TrainConfig) -> None:
 def model_config(config: TrainConfig) -> PCVOSConfig:
     """The architecture of a stage: the stage-0 model has a 4-channel (single-object) value encoder."""
     base = PCVOSConfig.small() if config.model_size == "small" else PCVOSConfig()
-    return dataclasses.replace(base, value_in_channels=4 if config.stage == 0 else 5, quality_head=config.quality_head)
+    return dataclasses.replace(base, value_in_channels=4 if config.stage == 0 else 5, quality_head=config.quality_head,
+                               refine=config.refine)
 
 
 # --------------------------------------------------------------------------- distributed

@@ -1,0 +1,95 @@
+"""scripts/ablation.py: each row's train.py command, the report's arithmetic, and a short end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import ablation  # noqa: E402
+
+
+def args_for(tmp_path: Path, *flags: str):
+    return ablation.build_parser().parse_args(["--output", str(tmp_path), *flags])
+
+
+def test_each_row_trains_what_it_names(tmp_path):
+    args = args_for(tmp_path, "--iterations", "300")
+    commands = {row: ablation.train_command(args, row, 1, tmp_path / "train", "fp32") for row in ablation.ROWS}
+
+    def after(command, flag):
+        i = command.index(flag)
+        out = []
+        for word in command[i + 1:]:
+            if word.startswith("--"):
+                break
+            out.append(word)
+        return out
+
+    assert after(commands["pcvos"], "--clip-frames") == ["3", "3"] and "--no-icr" not in commands["pcvos"]
+    assert after(commands["no-icr"], "--clip-frames") == ["3", "3"] and "--no-icr" in commands["no-icr"]
+    assert after(commands["framewise"], "--clip-frames") == ["1"] * 6 and "--no-icr" not in commands["framewise"]
+    assert after(commands["stcn-like"], "--clip-frames") == ["1"] * 6 and "--no-icr" in commands["stcn-like"]
+    assert after(commands["frames5"], "--clip-frames") == ["2", "2"]
+    assert after(commands["frames9"], "--clip-frames") == ["4", "4"]
+    assert after(commands["no-clip-loss"], "--dice-weight") == ["0.0"]
+    for row, command in commands.items():
+        assert command[1].endswith("train.py"), row
+        assert after(command, "--iterations") == ["300"] and after(command, "--seed") == ["1"]
+        assert after(command, "--bootstrap") == ["100", "300"] and after(command, "--run-name") == [f"{row}_s1"]
+
+
+def test_reads_pmm_equals_parallel_up_to_five_frames():
+    assert ablation.reads_at(1) == ablation.reads_at(5) == ("pmm",)
+    assert ablation.reads_at(10) == ("pmm", "parallel")
+
+
+def test_summary_and_report(tmp_path):
+    args = args_for(tmp_path, "--clip-lengths", "1", "5", "15")
+    results = tmp_path / "results"
+    results.mkdir()
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        figures = {"L1_pmm": 0.8 + shift, "L5_pmm": 0.7 + shift, "L15_pmm": 0.5 + shift, "L15_parallel": 0.4 + shift}
+        (results / f"pcvos_s{seed}.json").write_text(json.dumps({k: {"J&F": v} for k, v in figures.items()}))
+    table = ablation.summarise(args)
+    assert list(table) == ["pcvos"] and table["pcvos"]["seeds"] == [0, 1]
+    cell = table["pcvos"]["cells"]["L15_pmm"]
+    assert cell["mean"] == pytest.approx(0.55) and (cell["min"], cell["max"], cell["seeds"]) == (0.5, 0.6, 2)
+    # parallel matching at L <= 5 is the PMM figure (they are the same computation there)
+    assert table["pcvos"]["cells"]["L5_parallel"]["mean"] == pytest.approx(0.75)
+    assert table["pcvos"]["cells"]["L15_parallel"]["mean"] == pytest.approx(0.45)
+    ablation.write_report(args, table)
+    text = (tmp_path / "ablation.md").read_text()
+    assert "| PCVOS: per-clip training + ICR | 2 | 0.850 [0.800-0.900] | 0.750 [0.700-0.800] | 0.550 [0.500-0.600] " \
+           "| +0.200 | 84.6 / 84.1 / 83.6 / 83.0 |" in text
+    assert json.loads((tmp_path / "ablation.json").read_text())["rows"]["pcvos"]["cells"]["L1_pmm"]["seeds"] == 2
+
+
+@pytest.mark.slow
+def test_short_run_trains_each_row_with_train_py_and_resumes(tmp_path, capsys):
+    out = tmp_path / "abl"
+    flags = ["--short", "--output", str(out), "--rows", "pcvos", "stcn-like", "--seeds", "0", "--clip-lengths", "1",
+             "7"]
+    assert ablation.main(flags) == 0
+    for row, refine in (("pcvos", True), ("stcn-like", False)):
+        final = out / "runs" / f"{row}_s0" / f"{row}_s0_final.pth"
+        state = torch.load(final, map_location="cpu", weights_only=True)
+        assert state["model_config"]["refine"] is refine
+        assert any(k.startswith("refine_transformer.") for k in state["network"]) is refine
+        results = json.loads((out / "results" / f"{row}_s0.json").read_text())
+        assert set(results) == {"L1_pmm", "L7_pmm", "L7_parallel"}
+        assert all(0.0 <= v["J&F"] <= 1.0 for v in results.values())
+    report = (out / "ablation.md").read_text()
+    assert "STCN-like: frame-wise training, no ICR | 1 |" in report
+    capsys.readouterr()
+    stamp = (out / "results" / "pcvos_s0.json").stat().st_mtime_ns
+    assert ablation.main(flags) == 0  # a rerun finds everything done: no training, no evaluation
+    printed = capsys.readouterr().out
+    assert "[train]" not in printed and "[eval]" not in printed
+    assert (out / "results" / "pcvos_s0.json").stat().st_mtime_ns == stamp
