@@ -19,6 +19,7 @@ PARSERS = {
     "eval_youtube.py": "parse_args", "inference_pretrained_pcvos.py": "parse_args", "interactive_demo.py": "parse_args",
     "train.py": "build_parser", "scripts/score_davis.py": "parse_args", "scripts/benchmark.py": "parse_args",
     "scripts/quickstart.py": "parse_args", "scripts/make_synthetic.py": "parse_args",
+    "scripts/ablation.py": "build_parser",
 }
 
 
