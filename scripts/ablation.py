@@ -45,24 +45,21 @@ class Row:
     icr: bool = True
     dice_weight: float = 1.0
     paper: tuple[float, ...] | None = None
-    paper_table: str = ""
 
 
 ROWS: dict[str, Row] = {
-    "pcvos": Row("PCVOS: per-clip training + ICR", (3, 3), paper=(84.6, 84.1, 83.6, 83.0), paper_table="1"),
-    "no-icr": Row("per-clip training, no ICR", (3, 3), icr=False, paper=(83.6, 83.0, 82.5, 81.8),
-                  paper_table="1"),
-    "framewise": Row("frame-wise training + ICR", (1,) * 6, paper=(83.5, 83.1, 83.1, 82.2), paper_table="2"),
+    "pcvos": Row("PCVOS: per-clip training + ICR", (3, 3), paper=(84.6, 84.1, 83.6, 83.0)),  # Tables 1, 2
+    "no-icr": Row("per-clip training, no ICR", (3, 3), icr=False, paper=(83.6, 83.0, 82.5, 81.8)),  # Table 1
+    "framewise": Row("frame-wise training + ICR", (1,) * 6, paper=(83.5, 83.1, 83.1, 82.2)),  # Table 2
     "stcn-like": Row("STCN-like: frame-wise training, no ICR", (1,) * 6, icr=False,
-                     paper=(82.7, 82.3, 81.7, 81.1), paper_table="1 (+ PMM)"),
-    "frames5": Row("per-clip, 1 + 2 + 2 frames", (2, 2), paper=(83.9, 83.8, 83.4, 82.7), paper_table="2"),
-    "frames9": Row("per-clip, 1 + 4 + 4 frames", (4, 4), paper=(83.8, 83.3, 83.3, 82.7), paper_table="2"),
-    "no-clip-loss": Row("per-clip, no clip supervision", (3, 3), dice_weight=0.0, paper=(83.7, 83.3, 82.5, 82.0),
-                        paper_table="2"),
+                     paper=(82.7, 82.3, 81.7, 81.1)),  # Table 1, "+ PMM"
+    "frames5": Row("per-clip, 1 + 2 + 2 frames", (2, 2), paper=(83.9, 83.8, 83.4, 82.7)),  # Table 2
+    "frames9": Row("per-clip, 1 + 4 + 4 frames", (4, 4), paper=(83.8, 83.3, 83.3, 82.7)),  # Table 2
+    "no-clip-loss": Row("per-clip, no clip supervision", (3, 3), dice_weight=0.0,
+                        paper=(83.7, 83.3, 82.5, 82.0)),  # Table 2
 }
 #: The paper's STCN-like row without PMM (Table 1, first row), shown beside stcn-like's parallel matching.
 PAPER_STCN_NO_PMM = (82.7, 81.9, 79.6, 78.1)
-PAPER_LENGTHS = (5, 10, 15, 25)
 DEFAULT_ROWS = ("pcvos", "no-icr", "framewise", "stcn-like")
 PMM_EVERY = 5  # PMM appends in-clip memory every 5 frames: at L <= 5 it equals parallel matching (spec 1.6)
 
@@ -92,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_name(row: str, seed: int) -> str:
     return f"{row}_s{seed}"
+
+
+def write_text(path: Path, text: str) -> None:
+    """``path`` complete or as it was: written beside it, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -144,7 +148,7 @@ def train_run(args: argparse.Namespace, row: str, seed: int, train_root: Path, p
     minutes = (time.perf_counter() - start) / 60
     timing = folder / "ablation_timing.json"
     previous = json.loads(timing.read_text())["minutes"] if timing.is_file() else 0.0
-    timing.write_text(json.dumps({"minutes": previous + minutes, "precision": precision}))
+    write_text(timing, json.dumps({"minutes": previous + minutes, "precision": precision}))
     return final
 
 
@@ -173,9 +177,7 @@ def evaluate_run(args: argparse.Namespace, row: str, seed: int, weights: Path, v
                         "F": result.scores["F-Mean"], "fps": result.engine_fps}
         print(f"[eval] {run_name(row, seed)} L = {length} {read}: J&F {results[key]['J&F']:.3f}", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(path)
+        write_text(path, json.dumps(results, indent=1))
     return results
 
 
@@ -185,7 +187,8 @@ def reads_at(length: int) -> tuple[str, ...]:
 
 
 def figure(results: dict, length: int, read: str) -> float | None:
-    entry = results.get(f"L{length}_{read}") or results.get(f"L{length}_pmm")
+    """A run's J&F at ``length`` with ``read`` (at L <= PMM_EVERY the one evaluation); None if not measured."""
+    entry = results.get(f"L{length}_{read if read in reads_at(length) else 'pmm'}")
     return None if entry is None else entry["J&F"]
 
 
@@ -241,8 +244,8 @@ def write_report(args: argparse.Namespace, table: dict) -> None:
             lines.append(f"| {entry['label']} | {len(entry['seeds'])} | " + " | ".join(text) + f" | {drop} | "
                          + " / ".join(f"{x:.1f}" for x in paper) + " |")
         lines.append("")
-    (args.output / "ablation.md").write_text("\n".join(lines))
-    (args.output / "ablation.json").write_text(json.dumps(
+    write_text(args.output / "ablation.md", "\n".join(lines))
+    write_text(args.output / "ablation.json", json.dumps(
         {"iterations": args.iterations, "val_videos": args.val_videos, "clip_lengths": lengths, "rows": table},
         indent=1))
 
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         precision = quickstart.training_precision(args.precision, resolve_device(args.device))
         print(f"[data] {args.output / 'data'}", flush=True)
         train_root, val_root = make_data(args)
-        for seed in args.seeds:  # every row's first seed before any second one: a cut session leaves whole rows
+        for seed in args.seeds:  # every row gets its first seed before any row its second
             for row in args.rows:
                 weights = train_run(args, row, seed, train_root, precision)
                 evaluate_run(args, row, seed, weights, val_root)

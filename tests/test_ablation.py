@@ -48,6 +48,9 @@ def test_each_row_trains_what_it_names(tmp_path):
 def test_reads_pmm_equals_parallel_up_to_five_frames():
     assert ablation.reads_at(1) == ablation.reads_at(5) == ("pmm",)
     assert ablation.reads_at(10) == ("pmm", "parallel")
+    results = {"L5_pmm": {"J&F": 0.7}, "L10_pmm": {"J&F": 0.6}}
+    assert ablation.figure(results, 5, "parallel") == 0.7  # the same computation at L <= 5
+    assert ablation.figure(results, 10, "parallel") is None  # not measured yet: never the PMM figure
 
 
 def test_summary_and_report(tmp_path):
