@@ -106,8 +106,8 @@ def recommend_settings(path: str | Path, clip_length: int, why: str, flip: bool 
     """Record in our checkpoint the clip length it should run at unless -L says otherwise, and whether
     to use mirror test-time augmentation unless --flip / --no-flip says otherwise.
 
-    The quickstart records L = 1 and flip (scripts/quickstart.py), so that ``eval_davis.py --model <it>``
-    without flags reproduces its report instead of falling back to the paper model's L = 5 without flip.
+    The quickstart records the L that won on its selection videos, without flip (scripts/quickstart.py), so
+    that ``eval_davis.py --model <it>`` without flags reproduces its report's headline.
     """
     path = Path(path)
     settings = InferenceSettings(clip_length=clip_length, flip=bool(flip), why=why, source=str(path))

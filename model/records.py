@@ -27,8 +27,9 @@ _RECORDABLE = {
 @dataclass(frozen=True)
 class InferenceSettings:
     """The inference settings a train.py checkpoint records (its ``'inference'`` entry): what the model runs
-    at unless the caller says otherwise. The quickstart records L = 1 and mirror augmentation, so that
-    ``eval_davis.py --model <it>`` without flags reproduces its report (docs/cli.md).
+    at unless the caller says otherwise. The quickstart records the clip length that won on its selection
+    videos and no mirror augmentation, so that ``eval_davis.py --model <it>`` without flags reproduces its
+    report's headline (docs/cli.md).
 
     A recorded value of the wrong type is kept aside in ``invalid`` and reported only when the setting
     is needed: an explicit ``-L`` still runs a checkpoint whose recorded L is damaged.

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from util.arguments import new_parser  # noqa: E402
 from util.errors import run_cli  # noqa: E402
+from util.paths import write_text_atomic as write_text  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,6 @@ def run_name(row: str, seed: int) -> str:
     return f"{row}_s{seed}"
 
 
-def write_text(path: Path, text: str) -> None:
-    """``path`` complete or as it was: written beside it, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
     """The quickstart's data recipe (scripts/quickstart.py), with ``--val-videos`` held-out videos."""
     import quickstart
@@ -107,7 +101,8 @@ def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
     qargs = quickstart.parse_args(flags)
     if args.short:
         qargs.short, qargs.frames, qargs.size = True, 12, (64, 112)
-    return quickstart.make_data(qargs, *qargs.size)
+    train_root, val_root, _ = quickstart.make_data(qargs, *qargs.size)  # the selection videos are not used
+    return train_root, val_root
 
 
 def train_command(args: argparse.Namespace, row: str, seed: int, train_root: Path, precision: str) -> list[str]:

@@ -2,11 +2,12 @@
 
     python scripts/quickstart.py [--output quickstart_out] [--iterations N] [--short]
 
-1. generates a synthetic training set and a held-out validation set;
+1. generates a synthetic training set, 6 held-out validation videos and 12 held-out selection videos;
 2. trains the SMALL model (ResNet-18 key encoder, narrow layers: NOT the
-   paper's model) with the real train.py code path;
-3. evaluates the validation set with the real DAVIS evaluation path at several
-   clip lengths, against the copy-the-first-mask baseline;
+   paper's model) per clip with the real train.py code path;
+3. evaluates the validation videos with the real DAVIS evaluation path at several clip lengths, without
+   mirror augmentation, against the copy-the-first-mask baseline; the clip length the checkpoint records
+   is the best one on the selection videos; the mirror-augmented figure at it is measured beside;
 4. writes report.md / report.html, loss.png, overlay images and report.json.
 """
 
@@ -44,6 +45,7 @@ from util.arguments import add_alias, new_parser  # noqa: E402
 from util.arguments import frame_size as parse_frame_size  # noqa: E402
 from util.errors import run_cli  # noqa: E402
 from util.palette import read_index_png, write_index_png  # noqa: E402
+from util.paths import write_text_atomic as write_text  # noqa: E402
 from util.pictures import Chart, Series, label_grid, overlay, save_png  # noqa: E402
 from util.runtime import cpu_has_fast_bf16, resolve_device  # noqa: E402
 
@@ -51,16 +53,18 @@ from util.runtime import cpu_has_fast_bf16, resolve_device  # noqa: E402
 # again halfway through the plan (the first TIMING_WARMUP iterations after each start are not timed).
 REPLAN_FIRST = 200
 TIMING_WARMUP = 10
-# Evaluation and report of the default set-up (6 videos of 40 frames, 128x224, 3 clip lengths) took about 40 s on a
-# machine training at 0.52 s/iteration; 60 s is budgeted for it, scaled by the measured speed and the workload
-# (twice the workload with --flip: the mirror image is segmented too).
-EVAL_SECONDS, EVAL_SPEED, EVAL_WORKLOAD = 60.0, 0.52, 6 * 40 * 128 * 224 * 3
+# The evaluation budget: before training, the untrained network segments the first validation video at L = 1 (the
+# slowest clip length) without scoring it; every frame of the evaluation is budgeted at that speed times
+# EVAL_MARGIN (scoring; L = 5 and 10 run 1.5-2x faster than L = 1), plus EVAL_FIXED_S for loading, one scoring
+# pool per clip length and set (each starts processes that import torch), the baseline and the report.
+# 2026-12-03, 2 cores without native bf16: 0.046 s/frame measured, 216 s spent on 2640 frames and the report.
+# Evaluation runs in fp32 whatever the training precision, so the training speed does not predict it (on those
+# cores training was 2.9x slower per iteration than on a CPU with native bf16, evaluation as fast).
+EVAL_MARGIN, EVAL_FIXED_S = 1.4, 60.0
 BUDGET_MARGIN_S = 30.0
-# The clip length the checkpoint records for other videos. L = 1 beat L = 5 on 30 held-out videos for every
-# quickstart checkpoint measured (2026-11-22), and on the gen20 / cli20 sets; 6 validation videos are too few to
-# choose it (one checkpoint: 0.824 at L = 5 against 0.781 at L = 1 on them, 0.781 against 0.793 on the 30, 0.675
-# against 0.760 on gen20; docs/quickstart.md, "How the defaults were chosen").
-RECOMMENDED_CLIP_LENGTH = 1
+# The selection videos: the same recipe as the validation videos, another seed (the recorded L is chosen on them,
+# not on the videos the report scores).
+SELECT_SEED_OFFSET = 7000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BatchNorm with batch statistics (training from scratch) or frozen running statistics")
     p.add_argument("--train-videos", type=int, default=120,
                    help="24 over-fit (0.87 J&F on them, 0.67 held out); past ~120 more videos stop helping")
-    p.add_argument("--val-videos", type=int, default=6, help="held-out videos the clip lengths are compared on")
+    p.add_argument("--val-videos", type=int, default=6, help="held-out videos the report scores")
+    p.add_argument("--select-videos", type=int, default=12,
+                   help="other held-out videos (another seed) on which the clip length the checkpoint records is "
+                        "chosen: the best J&F among --clip-lengths, the longer L on a tie")
     p.add_argument("--frames", type=int, default=40, help="frames per synthetic video")
     add_alias(p, p.add_argument("--frame-size", dest="size", type=parse_frame_size, default=(128, 224),
                                 metavar="HxW", help="frame size of the synthetic videos, height x width in "
@@ -100,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-lengths", type=int, nargs="+", default=[1, 5, 10], metavar="L",
                    help="values of L to evaluate and choose from")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                   help="evaluate with mirror test-time augmentation, and record it in the checkpoint (default on: "
-                        "+0.002 to +0.037 J&F at L = 1 on every set and checkpoint measured, docs/quickstart.md; "
-                        "twice the evaluation time)")
+                   help="also measure J&F with mirror test-time augmentation at the recorded L, shown beside the "
+                        "headline and labelled (default on). The headline, and what the checkpoint records, are "
+                        "without it")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="data-loading processes; 0 (load in the training process) is fastest on 2 cores, where "
@@ -121,15 +128,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.iterations < 1:
         p.error(f"--iterations {args.iterations}: must be >= 1")
+    for flag in ("val_videos", "select_videos"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
     return args
 
 
-def make_data(args: argparse.Namespace, height: int, width: int) -> tuple[Path, Path]:
-    """Training set (YouTube-VOS + DAVIS train layouts) and a held-out DAVIS-layout validation set."""
+def make_data(args: argparse.Namespace, height: int, width: int) -> tuple[Path, Path, Path]:
+    """Training set (YouTube-VOS + DAVIS train layouts) and two held-out DAVIS-layout sets of the same recipe:
+    the validation videos the report scores and the selection videos the recorded L is chosen on."""
     data = args.out / "data"
-    train_root, val_root = data / "train", data / "val" / "trainval"
+    train_root, val_root, select_root = data / "train", data / "val" / "trainval", data / "select" / "trainval"
     recipe = {key: getattr(args, key) for key in (
-        "train_videos", "val_videos", "frames", "object_scale", "motion_speed", "lookalike_shift", "seed", "short")}
+        "train_videos", "val_videos", "select_videos", "frames", "object_scale", "motion_speed", "lookalike_shift",
+        "seed", "short")}
     recipe.update(size=[height, width], object_scale=list(args.object_scale))
     stamp = data / "recipe.json"  # written last: a half-written or older data folder has none
     if not (stamp.is_file() and json.loads(stamp.read_text()) == recipe):
@@ -142,12 +154,14 @@ def make_data(args: argparse.Namespace, height: int, width: int) -> tuple[Path, 
         )
         train_videos = make_split("train", args.train_videos, config, seed=args.seed + 1000)
         write_youtube_train(train_root / "YouTube", train_videos, davis_root=train_root / "DAVIS" / "trainval")
-        # A fair test: every validation target moves by at least its own size (videos that fail are redrawn).
-        val_videos = make_split("val", args.val_videos, config, seed=args.seed + 5000, allow_late=False,
+        # A fair test: every held-out target moves by at least its own size (videos that fail are redrawn).
+        for root, count, offset in ((val_root, args.val_videos, 5000), (select_root, args.select_videos,
+                                                                         SELECT_SEED_OFFSET)):
+            videos = make_split("val", count, config, seed=args.seed + offset, allow_late=False,
                                 min_motion=0.0 if args.short else 1.0)
-        write_davis(val_root, val_videos, split="val")
+            write_davis(root, videos, split="val")
         stamp.write_text(json.dumps(recipe))
-    return train_root, val_root
+    return train_root, val_root, select_root
 
 
 def training_precision(choice: str, device) -> str:
@@ -192,10 +206,36 @@ def replanned(config: TrainConfig, iterations: int) -> TrainConfig:
     )
 
 
-def evaluation_seconds(args: argparse.Namespace, height: int, width: int, per_iteration: float) -> float:
-    """Estimated evaluation + report time, scaled from the default set-up by machine speed and workload."""
-    workload = args.val_videos * args.frames * height * width * len(args.clip_lengths) * (2 if args.flip else 1)
-    return EVAL_SECONDS * (per_iteration / EVAL_SPEED) * (workload / EVAL_WORKLOAD)
+def evaluation_frames(args: argparse.Namespace) -> int:
+    """Frames the evaluation segments: validation and selection videos at every clip length, and the validation
+    videos with mirror augmentation (each frame twice) at the recorded one."""
+    runs = (args.val_videos + args.select_videos) * len(args.clip_lengths) + (2 * args.val_videos if args.flip else 0)
+    return runs * args.frames
+
+
+def evaluation_seconds(args: argparse.Namespace, seconds_per_frame: float) -> float:
+    """Budgeted evaluation + report time at ``seconds_per_frame`` (measured by :func:`measure_evaluation`)."""
+    return EVAL_FIXED_S + EVAL_MARGIN * seconds_per_frame * evaluation_frames(args)
+
+
+def measure_evaluation(args: argparse.Namespace, val_root: Path) -> float:
+    """Seconds per frame to segment the first validation video at L = 1 with an untrained small model."""
+    import torch
+
+    from model.network import PCVOS, PCVOSConfig
+
+    probe = args.out / "eval" / "probe"
+    bench = davis_benchmark(val_root, "2017", "val", probe)
+    bench.sources, bench.score = bench.sources[:1], None  # the engine alone: no scoring pool to start
+    with torch.random.fork_rng(devices=[]):  # the random weights leave the training's random stream as it was
+        network = PCVOS(PCVOSConfig.small()).to(resolve_device(args.device)).eval()
+        prepare_network(network)
+        tic = time.perf_counter()
+        run_benchmark(PCVOSEngine(network, EngineConfig(clip_length=1)), bench, size=-1, workers=0,
+                      log=lambda s: None)
+    seconds = time.perf_counter() - tic
+    shutil.rmtree(probe, ignore_errors=True)
+    return seconds / max(1, len(bench.sources[0].frames))
 
 
 def plan_iterations(requested: int, done: int, per_iteration: float, seconds_left: float) -> int:
@@ -205,8 +245,8 @@ def plan_iterations(requested: int, done: int, per_iteration: float, seconds_lef
 
 
 def replan_points(plan: int) -> list[int]:
-    """Iterations after which a budgeted run of ``plan`` iterations measures its speed and re-plans (those of
-    the requested plan; a re-planned run keeps them)."""
+    """Iterations after which a budgeted run of ``plan`` iterations measures its speed and re-plans (a re-planned
+    run keeps them, and adds one halfway through the rest when its plan shrinks below the next: train_model)."""
     return sorted({c for c in (min(REPLAN_FIRST, plan // 10), plan // 2) if 0 < c < plan})
 
 
@@ -224,19 +264,22 @@ def frame_size(args: argparse.Namespace) -> tuple[int, int]:
     return height, width
 
 
-def train_model(args, config: TrainConfig, deadline: float | None) -> tuple[Path, list[float], float, int]:
+def train_model(args, config: TrainConfig, deadline: float | None, evaluation: float = 0.0
+                ) -> tuple[Path, list[float], float, int]:
     """Train; returns (final weights, losses, minutes, iterations trained).
 
-    With a ``deadline`` (time.perf_counter() by which training and evaluation must end), the run is trained in
-    segments, each resuming the last one's checkpoint exactly (when nothing is cut, the weights are bit-identical
-    to one uninterrupted run). After each segment but the last, the iterations are re-planned from the segment's
-    speed: the cosine schedule, the gap curriculum and the bootstrap window then follow the new total. Without
+    With a ``deadline`` (time.perf_counter() by which training and evaluation must end) and ``evaluation`` (the
+    seconds budgeted for the evaluation after training), the run is trained in segments, each resuming the last
+    one's checkpoint exactly (when nothing is cut, the weights are bit-identical to one uninterrupted run). After
+    each segment but the last, the iterations are re-planned from the segment's speed: the cosine schedule, the
+    gap curriculum and the bootstrap window then follow the new total. Without
     one, the run is a single segment.
     """
     start = time.perf_counter()
     losses: list[float] = []
     done, plan, checkpoint, final = 0, config.iterations, None, None
-    # Fixed at the start (a new plan does not move them); none without a deadline.
+    # Those of the requested plan; a plan that shrinks below the next one gets one halfway through what is left
+    # (a slower stretch of training is then caught before the end). None without a deadline.
     points = replan_points(plan) if deadline is not None else []
     while done < plan:
         stop = next((c for c in points if done < c < plan), plan)
@@ -250,27 +293,28 @@ def train_model(args, config: TrainConfig, deadline: float | None) -> tuple[Path
         checkpoint, final, done = result.checkpoint, result.final, stop
         if done < plan:
             per_iteration, timed = segment_speed(marks, segment_start)
-            seconds_left = deadline - time.perf_counter() - evaluation_seconds(args, *frame_size(args), per_iteration)
+            seconds_left = deadline - time.perf_counter() - evaluation
             new_plan = plan_iterations(config.iterations, done, per_iteration, seconds_left)
             if new_plan != plan:
                 print(f"      {per_iteration:.3f} s/iteration over {timed} iterations: {new_plan} of the "
                       f"{config.iterations} iterations fit the {args.time_budget:g}-minute budget "
                       "(--time-budget 0 trains them all)")
+            middle = (done + new_plan) // 2
+            if new_plan < plan and not any(done < c < new_plan for c in points) and done < middle:
+                points.append(middle)
             plan = new_plan
     if final is None:  # the plan shrank to the iterations done: the last segment stopped short of its old plan
         final = export_final(checkpoint)
     return final, losses, (time.perf_counter() - start) / 60, done
 
 
-def recommended_clip_length(per_length: dict[int, dict], val_videos: int) -> tuple[int, str]:
-    """(L the checkpoint records for other videos, why): RECOMMENDED_CLIP_LENGTH when it was evaluated, else the
-    best of those evaluated."""
-    if RECOMMENDED_CLIP_LENGTH in per_length:
-        return RECOMMENDED_CLIP_LENGTH, (
-            f"L = {RECOMMENDED_CLIP_LENGTH} beat L = 5 on 30 held-out videos for every quickstart checkpoint measured, "
-            "docs/quickstart.md")
-    best = max(per_length, key=lambda length: per_length[length]["J&F"])
-    return best, f"the best J&F, {per_length[best]['J&F']:.3f}, on the quickstart's {val_videos} validation videos"
+def recommended_clip_length(selection: dict[int, dict], select_videos: int) -> tuple[int, str]:
+    """(L the checkpoint records for other videos, why): the best J&F on the selection videos (held out, and
+    not the videos the report scores); on a tie the longer L, which runs faster."""
+    best = max(selection, key=lambda length: (round(selection[length]["J&F"], 3), length))
+    others = ", ".join(f"{selection[k]['J&F']:.3f} at L = {k}" for k in sorted(selection) if k != best)
+    return best, (f"the best J&F on {select_videos} held-out selection videos: {selection[best]['J&F']:.3f} at "
+                  f"L = {best}" + (f" against {others}" if others else ""))
 
 
 def copy_first_mask(bench, out: Path) -> dict:
@@ -284,20 +328,33 @@ def copy_first_mask(bench, out: Path) -> dict:
     return row
 
 
-def evaluate(args, checkpoint: Path, val_root: Path) -> tuple[dict, dict]:
-    device = resolve_device(args.device)
-    network, _ = build_model(checkpoint, device)
-    prepare_network(network)
+def evaluate_set(args, network, root: Path, folder: str, lengths, flip: bool = False) -> dict[int, dict]:
+    """J&F, J, F and engine FPS of the videos under ``root`` at each clip length; masks in eval/<folder>/L<n>."""
     results = {}
-    for length in args.clip_lengths:
-        bench = davis_benchmark(val_root, "2017", "val", args.out / "eval" / f"L{length}")
-        engine = PCVOSEngine(network, EngineConfig(clip_length=length, flip=args.flip))
+    for length in lengths:
+        bench = davis_benchmark(root, "2017", "val", args.out / "eval" / folder / f"L{length}")
+        engine = PCVOSEngine(network, EngineConfig(clip_length=length, flip=flip))
         result = run_benchmark(engine, bench, size=-1, workers=args.workers, log=lambda s: None)
         results[length] = {"J&F": result.scores["J&F-Mean"], "J": result.scores["J-Mean"],
                            "F": result.scores["F-Mean"], "fps": result.engine_fps}
+    return results
+
+
+def evaluate(args, checkpoint: Path, val_root: Path, select_root: Path) -> dict:
+    """Every figure of the report: the validation videos at each L (no mirror augmentation), the selection videos
+    at each L, the recorded L chosen on them, the validation videos with mirror augmentation at that L (with
+    --flip), and the copy-the-first-mask baseline."""
+    device = resolve_device(args.device)
+    network, _ = build_model(checkpoint, device)
+    prepare_network(network)
+    validation = evaluate_set(args, network, val_root, "val", args.clip_lengths)
+    selection = evaluate_set(args, network, select_root, "select", args.clip_lengths)
+    recorded, why = recommended_clip_length(selection, args.select_videos)
+    flipped = evaluate_set(args, network, val_root, "val-flip", [recorded], flip=True)[recorded] if args.flip else None
     bench = davis_benchmark(val_root, "2017", "val", args.out / "eval" / "baseline")
     baseline = copy_first_mask(bench, args.out / "eval" / "baseline")
-    return results, {"J&F": baseline["J&F-Mean"], "J": baseline["J-Mean"], "F": baseline["F-Mean"]}
+    return {"validation": validation, "selection": selection, "recorded": recorded, "why": why, "flip": flipped,
+            "baseline": {"J&F": baseline["J&F-Mean"], "J": baseline["J-Mean"], "F": baseline["F-Mean"]}}
 
 
 def validation_motion(val_root: Path) -> list[float]:
@@ -336,7 +393,7 @@ def overlay_strip(args, val_root: Path, length: int, path: Path) -> None:
     for frame in picks:
         rgb = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
         truth = read_index_png(val_root / "Annotations" / "480p" / video.name / f"{frame.stem}.png")
-        mask = read_index_png(args.out / "eval" / f"L{length}" / video.name / f"{frame.stem}.png")
+        mask = read_index_png(args.out / "eval" / "val" / f"L{length}" / video.name / f"{frame.stem}.png")
         rows[0].append(overlay(rgb, truth))
         rows[1].append(overlay(rgb, mask))
     grid = label_grid(rows, [f"frame {p.stem}" for p in picks], ["ground truth", f"L = {length}"], min_tile=0)
@@ -344,33 +401,45 @@ def overlay_strip(args, val_root: Path, length: int, path: Path) -> None:
 
 
 def write_report(args, report: dict) -> None:
-    rows = [f"| L = {length} | {v['J&F']:.3f} | {v['J']:.3f} | {v['F']:.3f} | {v['fps']:.1f} |"
-            for length, v in report["clip_lengths"].items()]
-    base, motion = report["baseline"], report["val_motion"]
     recorded, ckpt = report["recommended_clip_length"], shlex.quote(report["checkpoint"])
+    selection, flipped = report["selection"], report["flip_result"]
+
+    entries = [(f"L = {k}" + (" (recorded)" if int(k) == recorded else ""), v, f"{selection[k]['J&F']:.3f}")
+               for k, v in report["clip_lengths"].items()]
+    if flipped is not None:
+        entries.append((f"L = {recorded} with mirror augmentation (`--flip`)", flipped, "-"))
+    rows = [f"| {label} | {v['J&F']:.3f} | {v['J']:.3f} | {v['F']:.3f} | {v['fps']:.1f} | {select} |"
+            for label, v, select in entries]
+    base, motion = report["baseline"], report["val_motion"]
+    headline = report["headline"]
+    flip_note = (f"; with mirror test-time augmentation (`--flip`, the mirror image segmented too): "
+                 f"{flipped['J&F']:.3f}" if flipped is not None else "")
     md = "\n".join([
         "# PCVOS quickstart report",
         "",
         "Small model (ResNet-18 key encoder, narrow layers): **not the paper's model**. Trained from scratch on",
-        f"synthetic videos for {report['iterations']} iterations ({report['training_minutes']:.1f} min), evaluated on",
-        f"{report['val_videos']} held-out synthetic videos with the DAVIS 2017 J&F of util/davis_metrics"
-        f"{', with mirror test-time augmentation (--flip)' if report['flip'] else ''}.",
+        f"synthetic videos, per clip (a reference frame and clips of {report['training_clips']} frames per sample), "
+        f"for {report['iterations']} iterations ({report['training_minutes']:.1f} min), evaluated on",
+        f"{report['val_videos']} held-out synthetic videos with the DAVIS 2017 J&F of util/davis_metrics, without "
+        "mirror augmentation.",
         f"Their targets travel {motion['min']:.1f} to {motion['max']:.1f} times their own size (median "
         f"{motion['median']:.1f}) from where they are first labelled.",
         *([f"This machine was too slow for all {report['iterations_requested']} iterations in the "
            f"{report['time_budget_minutes']:g}-minute budget (`--time-budget 0` trains them all)."]
           if report["iterations"] < report["iterations_requested"] else []),
         "",
-        "| method | J&F | J | F | FPS (engine) |",
-        "|---|---|---|---|---|",
+        f"**J&F {headline['J&F']:.3f} at L = {headline['clip_length']}**, the clip length the checkpoint records "
+        f"(the best on {report['select_videos']} other held-out videos){flip_note}.",
+        "",
+        f"| method | J&F | J | F | FPS (engine) | J&F, {report['select_videos']} selection videos |",
+        "|---|---|---|---|---|---|",
         *rows,
-        f"| copy the first mask | {base['J&F']:.3f} | {base['J']:.3f} | {base['F']:.3f} | - |",
+        f"| copy the first mask | {base['J&F']:.3f} | {base['J']:.3f} | {base['F']:.3f} | - | - |",
         "",
         "![training loss](loss.png)",
         "",
-        f"![overlay](overlay.png)  (first validation video at L = {report['overlay_clip_length']}, the best "
-        "clip length: ground truth above, "
-        "prediction below)",
+        f"![overlay](overlay.png)  (first validation video at L = {report['overlay_clip_length']}, the recorded "
+        "clip length: ground truth above, prediction below)",
         "",
         f"Checkpoint: `{report['checkpoint']}`",
         "",
@@ -380,32 +449,32 @@ def write_report(args, report: dict) -> None:
         f"python segment.py --model {ckpt} --video VIDEO --mask FIRST_MASK.png --output out/ --size -1",
     ]
     low, high = (round(scale * min(report["frame_size"])) for scale in args.object_scale)
-    flip = (" It also records mirror test-time augmentation, which they use unless `--no-flip` says otherwise."
-            if report["flip"] else "")
-    usage = (f"The checkpoint records L = {recorded} ({report['recommended_why']}), and the drivers run at it "
-             f"unless `-L N` says otherwise (without a record they use the paper model's L = 5).{flip} "
-             "Use the videos' own "
+    usage = (f"The checkpoint records L = {recorded} ({report['recommended_why']}) and no mirror augmentation; the "
+             "drivers run at them unless `-L N` / `--flip` say otherwise (without a record they use the paper "
+             "model's L = 5). Use the videos' own "
              f"resolution (`--size -1`): the model learnt objects of about {low}-{high} pixels.")
-    body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else "" for line in md.splitlines())
+    body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else ""
+                   for line in md.splitlines())
     md += "\n".join(["", "## Run this checkpoint on other videos", "", usage, "", "```bash", *commands, "```", ""])
-    (args.out / "report.md").write_text(md)
-    table = "".join(f"<tr><td>L = {k}</td><td>{v['J&F']:.3f}</td><td>{v['fps']:.1f}</td></tr>"
-                    for k, v in report["clip_lengths"].items())
+    write_text(args.out / "report.md", md)
+    table = "".join(f"<tr><td>{html.escape(label.replace('`', ''))}</td><td>{v['J&F']:.3f}</td>"
+                    f"<td>{v['fps']:.1f}</td><td>{select}</td></tr>" for label, v, select in entries)
     code = html.escape("\n".join(commands))
-    (args.out / "report.html").write_text(
-        f"<html><body>{body}<table border=1><tr><th>method</th><th>J&amp;F</th><th>FPS</th></tr>{table}"
-        f"<tr><td>copy first mask</td><td>{base['J&F']:.3f}</td><td>-</td></tr></table>"
+    write_text(args.out / "report.html",
+        f"<html><body>{body}<table border=1><tr><th>method</th><th>J&amp;F</th><th>FPS</th>"
+        f"<th>J&amp;F, selection videos</th></tr>{table}"
+        f"<tr><td>copy first mask</td><td>{base['J&F']:.3f}</td><td>-</td><td>-</td></tr></table>"
         "<img src='loss.png'><br><img src='overlay.png'>"
         f"<h2>Run this checkpoint on other videos</h2><p>{html.escape(usage.replace('`', ''))}</p>"
         f"<pre>{code}</pre></body></html>"
     )
-    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    write_text(args.out / "report.json", json.dumps(report, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.short:
-        args.iterations, args.train_videos, args.val_videos, args.frames = 4, 2, 1, 12
+        args.iterations, args.train_videos, args.val_videos, args.select_videos, args.frames = 4, 2, 1, 1, 12
         args.size, args.clip_lengths, args.crop_size, args.batch_size = (64, 112), [1, 5], 64, 2
     args.precision = training_precision(args.precision, resolve_device(args.device))
     height, width = frame_size(args)
@@ -413,48 +482,60 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"[1/4] synthetic data in {args.out / 'data'}")
     try:
-        train_root, val_root = make_data(args, height, width)
-    except ValueError as error:  # e.g. --motion-speed too low for the validation videos to move enough
+        train_root, val_root, select_root = make_data(args, height, width)
+    except ValueError as error:  # e.g. --motion-speed too low for the held-out videos to move enough
         print(f"quickstart: error: {error}", file=sys.stderr)
         return 2
     config = training_config(args, train_root)
     requested = args.iterations
-    # Training must end early enough for the evaluation (estimated from the measured speed) and a margin.
+    # Training must end early enough for the evaluation (budgeted from a measured one) and a margin.
     deadline = start + args.time_budget * 60 - BUDGET_MARGIN_S if args.time_budget > 0 else None
+    evaluation = 0.0
+    if deadline is not None:
+        per_frame = measure_evaluation(args, val_root)
+        evaluation = evaluation_seconds(args, per_frame)
+        print(f"      data ready after {time.perf_counter() - start:.0f} s; evaluation budgeted at {evaluation:.0f} s "
+              f"({per_frame:.3f} s/frame measured on one validation video)")
     budget = f" (re-planned to fit {args.time_budget:g} minutes if this machine is too slow)" if deadline else ""
-    print(f"[2/4] training the small CPU model for {args.iterations} iterations{budget}")
-    checkpoint, losses, minutes, args.iterations = train_model(args, config, deadline)
-    print(f"[3/4] evaluating at L = {args.clip_lengths}")
-    per_length, baseline = evaluate(args, checkpoint, val_root)
+    print(f"[2/4] training the small CPU model per clip for {args.iterations} iterations{budget}")
+    checkpoint, losses, minutes, args.iterations = train_model(args, config, deadline, evaluation)
+    print(f"[3/4] evaluating at L = {args.clip_lengths} on {args.val_videos} validation and {args.select_videos} "
+          "selection videos")
+    figures = evaluate(args, checkpoint, val_root, select_root)
     motion = validation_motion(val_root)
     print("[4/4] report")
     loss_plot(losses, args.out / "loss.png")
-    best_length = max(per_length, key=lambda length: per_length[length]["J&F"])
-    recorded, why = recommended_clip_length(per_length, args.val_videos)
-    recommend_settings(checkpoint, recorded, why, flip=args.flip)
-    overlay_strip(args, val_root, best_length, args.out / "overlay.png")
+    recorded, validation = figures["recorded"], figures["validation"]
+    recommend_settings(checkpoint, recorded, figures["why"], flip=False)
+    overlay_strip(args, val_root, recorded, args.out / "overlay.png")
     report = {
-        "clip_lengths": {str(k): v for k, v in per_length.items()},
-        "baseline": baseline,
+        "headline": {"clip_length": recorded, **validation[recorded]},
+        "clip_lengths": {str(k): v for k, v in validation.items()},
+        "selection": {str(k): v for k, v in figures["selection"].items()},
+        "flip_result": figures["flip"],
+        "baseline": figures["baseline"],
         "training_minutes": minutes,
         "total_minutes": (time.perf_counter() - start) / 60,
         "iterations": args.iterations,
         "iterations_requested": requested,
         "time_budget_minutes": args.time_budget,
         "training_precision": args.precision,
+        "training_clips": "+".join(str(n) for n in config.clip_lengths),
         "val_videos": args.val_videos,
+        "select_videos": args.select_videos,
         "frame_size": [height, width],
         "val_motion": {"min": float(np.min(motion)), "median": float(np.median(motion)), "max": float(np.max(motion))},
         "checkpoint": str(checkpoint),
         "model": "small (not the paper's model)",
-        "overlay_clip_length": best_length,
+        "overlay_clip_length": recorded,
         "recommended_clip_length": recorded,
-        "recommended_why": why,
+        "recommended_why": figures["why"],
         "flip": args.flip,
     }
     write_report(args, report)
-    best = max(v["J&F"] for v in per_length.values())
-    print(f"quickstart: best J&F {best:.3f} vs copy-first-mask {baseline['J&F']:.3f}; "
+    flipped = f"; {figures['flip']['J&F']:.3f} with mirror augmentation" if figures["flip"] else ""
+    print(f"quickstart: J&F {validation[recorded]['J&F']:.3f} at the recorded L = {recorded} (no mirror "
+          f"augmentation{flipped}) vs copy-first-mask {figures['baseline']['J&F']:.3f}; "
           f"{report['total_minutes']:.1f} min; report in {args.out / 'report.md'}")
     return 0
 

@@ -17,49 +17,56 @@ def test_quickstart_short(tmp_path, capsys):
     out = tmp_path / "qs"
     assert quickstart.main(["--short", "--out", str(out), "--workers", "0", "--device", "cpu"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["clip_lengths"]) == {"1", "5"}
-    for row in report["clip_lengths"].values():
+    assert set(report["clip_lengths"]) == set(report["selection"]) == {"1", "5"}
+    for row in [*report["clip_lengths"].values(), *report["selection"].values(), report["flip_result"]]:
         assert 0.0 <= row["J&F"] <= 1.0 and row["fps"] > 0
     assert 0.0 <= report["baseline"]["J&F"] <= 1.0
-    assert report["frame_size"] == [64, 112]
-    best = max(report["clip_lengths"], key=lambda k: report["clip_lengths"][k]["J&F"])
-    assert report["overlay_clip_length"] == int(best)
+    assert report["frame_size"] == [64, 112] and report["training_clips"] == "2+2"
+    # The recorded L is the selection videos' best (the longer L on a tie), not the validation videos' best; the
+    # headline is the validation videos' J&F at it, without mirror augmentation.
+    recorded = report["recommended_clip_length"]
+    assert recorded == quickstart.recommended_clip_length(
+        {int(k): v for k, v in report["selection"].items()}, 1)[0]
+    assert report["headline"] == {"clip_length": recorded, **report["clip_lengths"][str(recorded)]}
+    assert report["overlay_clip_length"] == recorded
+    assert [d.name for d in (out / "eval" / "val-flip").iterdir()] == [f"L{recorded}"]  # at the recorded L only
+    assert sorted(d.name for d in (out / "eval").iterdir()) == ["baseline", "select", "val", "val-flip"]  # no probe
     motion = report["val_motion"]
     assert 0.0 <= motion["min"] <= motion["median"] <= motion["max"]
-    assert (out / "report.md").read_text().startswith("# PCVOS quickstart report")
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("# PCVOS quickstart report")
+    assert f"**J&F {report['headline']['J&F']:.3f} at L = {recorded}**" in markdown
+    assert "with mirror augmentation (`--flip`)" in markdown and "without mirror augmentation" in markdown
     for name in ("report.html", "loss.png", "overlay.png"):
         assert (out / name).stat().st_size > 0
     from model.checkpoint import build_model
 
     model, loaded = build_model(report["checkpoint"])
     assert model.config.name == "small"
-    # The checkpoint records L = 1 (the recipe's best on larger sets, not the 6 videos' best), and the report's
-    # command for other videos, which has no -L, runs at it: same masks and J&F as the report's L = 1. (After 4
-    # iterations those masks are empty beyond frame 0: this checks the command line and its plumbing.)
-    assert loaded.inference.clip_length == report["recommended_clip_length"] == 1
-    assert "30 held-out videos" in loaded.inference.why
-    assert loaded.inference.flip is report["flip"] is True  # evaluated with mirror augmentation, and recorded
+    # The checkpoint records the chosen L and no mirror augmentation, and the report's command for other videos,
+    # which has no -L, runs at them: same masks and J&F as the report's headline. (After 4 iterations those masks
+    # are empty beyond frame 0: this checks the command line and its plumbing.)
+    assert loaded.inference.clip_length == recorded
+    assert "selection videos" in loaded.inference.why
+    assert loaded.inference.flip is False and report["flip"] is True  # the flip figure was measured, not recorded
     import eval_davis
 
-    markdown = (out / "report.md").read_text()
     line = next(li for li in markdown.splitlines() if li.startswith("python eval_davis.py"))
     argv = [str(out / "data" / "val") if a == "DAVIS_ROOT" else str(tmp_path / "rerun") if a == "out/" else a
             for a in shlex.split(line)[2:]]
-    assert "-L" not in argv and "records L = 1" in markdown
+    assert "-L" not in argv and f"records L = {recorded}" in markdown
     capsys.readouterr()
     assert eval_davis.main([*argv, "--device", "cpu", "--workers", "0"]) == 0
-    # It ran with the recorded settings (the empty masks cannot show flip was on; the driver's notice does).
     err = capsys.readouterr().err
-    assert "-L 1: the clip length" in err and "--flip: " in err
+    assert f"-L {recorded}: the clip length" in err and "--flip: " not in err
     rerun = (tmp_path / "rerun" / "global_results-val.csv").read_text().splitlines()
     row = dict(zip(rerun[0].split(","), rerun[1].split(",")))
-    best = "1"
-    assert float(row["J&F-Mean"]) == pytest.approx(report["clip_lengths"][best]["J&F"], abs=1e-3)
-    ours = sorted((out / "eval" / f"L{best}").glob("*/*.png"))
-    assert ours and [p.relative_to(out / "eval" / f"L{best}") for p in ours] == [
+    assert float(row["J&F-Mean"]) == pytest.approx(report["headline"]["J&F"], abs=1e-3)
+    ours_root = out / "eval" / "val" / f"L{recorded}"
+    ours = sorted(ours_root.glob("*/*.png"))
+    assert ours and [p.relative_to(ours_root) for p in ours] == [
         p.relative_to(tmp_path / "rerun") for p in sorted((tmp_path / "rerun").glob("*/*.png"))]
-    assert all(p.read_bytes() == (tmp_path / "rerun" / p.relative_to(out / "eval" / f"L{best}")).read_bytes()
-               for p in ours)
+    assert all(p.read_bytes() == (tmp_path / "rerun" / p.relative_to(ours_root)).read_bytes() for p in ours)
 
 
 @pytest.mark.slow
@@ -68,20 +75,25 @@ def test_default_validation_set_is_a_fair_test(tmp_path):
     from dataset.benchmarks import davis_benchmark
 
     args = quickstart.parse_args(["--out", str(tmp_path), "--train-videos", "1"])
-    _, val_root = quickstart.make_data(args, 128, 224)
-    assert len(list((val_root / "JPEGImages" / "480p").iterdir())) == args.val_videos
-    assert min(quickstart.validation_motion(val_root)) >= 1.0
-    bench = davis_benchmark(val_root, "2017", "val", tmp_path / "baseline")
-    assert quickstart.copy_first_mask(bench, tmp_path / "baseline")["J&F-Mean"] <= 0.45
+    _, val_root, select_root = quickstart.make_data(args, 128, 224)
+    for root, count in ((val_root, args.val_videos), (select_root, args.select_videos)):
+        assert len(list((root / "JPEGImages" / "480p").iterdir())) == count
+        assert min(quickstart.validation_motion(root)) >= 1.0
+        bench = davis_benchmark(root, "2017", "val", tmp_path / "baseline" / root.parent.name)
+        assert quickstart.copy_first_mask(bench, tmp_path / "baseline" / root.parent.name)["J&F-Mean"] <= 0.45
+    # The selection videos are other videos than the validation videos (another seed of the same recipe).
+    first = "val_000/00000.jpg"
+    assert (val_root / "JPEGImages" / "480p" / first).read_bytes() != (
+        select_root / "JPEGImages" / "480p" / first).read_bytes()
 
 
 def test_data_is_reused_only_with_the_same_settings(tmp_path):
     def make(*flags):
         args = quickstart.parse_args(["--out", str(tmp_path), "--train-videos", "1", "--val-videos", "1",
-                                      "--frames", "6", "--motion-speed", "0.2", *flags])
+                                      "--select-videos", "1", "--frames", "6", "--motion-speed", "0.2", *flags])
         return quickstart.make_data(args, 32, 48)
 
-    _, val_root = make()
+    _, val_root, _ = make()
     frame = next((val_root / "JPEGImages" / "480p").iterdir()) / "00000.jpg"
     before = frame.read_bytes()
     (tmp_path / "data" / "marker").write_text("kept")
@@ -126,15 +138,17 @@ def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     assert args.time_budget == 25.0 and args.iterations == 2250
     with pytest.raises(SystemExit):
         quickstart.parse_args(["--iterations", "0"])
-    # 6 videos x 40 frames of 128x224 at 3 clip lengths is the reference workload: 60 s at 0.52 s/iteration,
-    # twice that with the mirror augmentation (on by default).
-    assert args.flip is True
-    assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(120.0)
+    # The evaluation segments 6 validation and 12 selection videos of 40 frames at 3 clip lengths, plus the 6
+    # validation videos with mirror augmentation (each frame twice) at the recorded one: 66 x 40 frames, budgeted
+    # at 1.4 x the measured seconds per frame (scoring) plus 60 s.
+    assert args.flip is True and (args.val_videos, args.select_videos) == (6, 12)
+    assert quickstart.evaluation_frames(args) == 2640
+    assert quickstart.evaluation_seconds(args, 0.1) == pytest.approx(429.6)
     args.flip = False
-    assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(60.0)
-    assert quickstart.evaluation_seconds(args, 128, 224, 1.04) == pytest.approx(120.0)
+    assert quickstart.evaluation_frames(args) == 2160
+    assert quickstart.evaluation_seconds(args, 0.05) == pytest.approx(211.2)
     args.val_videos = 12
-    assert quickstart.evaluation_seconds(args, 128, 224, 0.52) == pytest.approx(120.0)
+    assert quickstart.evaluation_frames(args) == 2880
     # Re-planned after 200 iterations and halfway through the plan.
     assert quickstart.replan_points(2250) == [200, 1125]
     assert quickstart.replan_points(1800) == [180, 900]
@@ -143,16 +157,19 @@ def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     assert quickstart.plan_iterations(2250, 200, 0.52, 1100.0) == 2250
     assert quickstart.plan_iterations(2250, 200, 0.65, 1100.0) == 1892
     assert quickstart.plan_iterations(2250, 200, 0.65, -5.0) == 200  # over budget already: stop, keep what is done
-    # The recorded clip length: L = 1 when evaluated, whatever the validation videos say; else their best.
-    scores = {1: {"J&F": 0.78}, 5: {"J&F": 0.82}, 10: {"J&F": 0.69}}
-    assert quickstart.recommended_clip_length(scores, 6)[0] == 1
-    length, why = quickstart.recommended_clip_length({5: {"J&F": 0.7}, 10: {"J&F": 0.75}}, 6)
-    assert length == 10 and why == "the best J&F, 0.750, on the quickstart's 6 validation videos"
+    # The recorded clip length: the selection videos' best J&F; on a tie (to 3 decimals) the longer L.
+    length, why = quickstart.recommended_clip_length({1: {"J&F": 0.78}, 5: {"J&F": 0.82}, 10: {"J&F": 0.69}}, 12)
+    assert length == 5
+    assert why == "the best J&F on 12 held-out selection videos: 0.820 at L = 5 against 0.780 at L = 1, 0.690 at L = 10"
+    assert quickstart.recommended_clip_length({5: {"J&F": 0.7501}, 10: {"J&F": 0.7504}, 1: {"J&F": 0.7}}, 12)[0] == 10
+    assert quickstart.recommended_clip_length({5: {"J&F": 0.752}, 10: {"J&F": 0.7504}}, 12)[0] == 5
+    with pytest.raises(SystemExit):
+        quickstart.parse_args(["--select-videos", "0"])
 
 
-def test_a_budgeted_run_re_plans_at_fixed_points_and_resumes_each_segment(tmp_path, monkeypatch):
-    """Segments end at 200 and 1125 (those of the requested 2250) whatever the new plans are; each resumes the
-    last checkpoint with the config of the current plan. Simulated clock: 0.6 s/iteration, then 0.7."""
+def simulated_training(monkeypatch) -> list[tuple[int, int, int, int]]:
+    """Replace training with a simulated clock (0.6 s/iteration, 0.7 from iteration 200 on); returns the list
+    that collects each segment's (start, stop, planned iterations, bootstrap end)."""
     from types import SimpleNamespace
 
     from model.trainer import TrainResult
@@ -170,14 +187,37 @@ def test_a_budgeted_run_re_plans_at_fixed_points_and_resumes_each_segment(tmp_pa
 
     monkeypatch.setattr(quickstart.train, "run_full", fake_run_full)
     monkeypatch.setattr(quickstart, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    return segments
+
+
+def test_a_budgeted_run_re_plans_at_fixed_points_and_resumes_each_segment(tmp_path, monkeypatch):
+    """Segments end at 200 and 1125 (those of the requested 2250), and halfway through the rest after a plan
+    shrinks; each resumes the last checkpoint with the config of the current plan."""
+    segments = simulated_training(monkeypatch)
     args = quickstart.parse_args([])
     config = quickstart.training_config(args, tmp_path)
     assert config.overwrite  # a rerun into the same --out replaces its earlier run (train.py refuses otherwise)
-    final, losses, _, done = quickstart.train_model(args, config, deadline=1300.0)
-    # At 200 (t = 120 s): 200 + (1300 - 120 - 138.5 s evaluation with --flip) / 0.6 = 1935. At 1125
-    # (t = 767.5 s, now 0.7 s/iteration): 1125 + (1300 - 767.5 - 161.5) / 0.7 = 1654.
-    assert segments == [(0, 200, 2250, 2250), (200, 1125, 1935, 1935), (1125, 1654, 1654, 1654)]
-    assert done == 1654 and len(losses) == 1654 and final == Path("final1654")
+    final, losses, _, done = quickstart.train_model(args, config, deadline=1300.0, evaluation=200.0)
+    # At 200 (t = 120 s): 200 + (1300 - 120 - 200 s evaluation) / 0.6 = 1833. At 1125 (t = 767.5 s, now
+    # 0.7 s/iteration): 1125 + int((1300 - 767.5 - 200) / 0.7 = 474.99) = 1599, a shrunk plan: once more halfway,
+    # at 1362 (t = 933.4 s): 1362 + int(166.6 / 0.7) = 1599, unchanged.
+    assert segments == [(0, 200, 2250, 2250), (200, 1125, 1833, 1833), (1125, 1362, 1599, 1599),
+                        (1362, 1599, 1599, 1599)]
+    assert done == 1599 and len(losses) == 1599 and final == Path("final1599")
+
+
+def test_a_plan_that_shrinks_below_the_next_point_is_re_planned_halfway(tmp_path, monkeypatch):
+    """Cut to 1000 iterations after 200 (before the requested plan's halfway point, 1125), the run re-plans
+    halfway through the rest, at 600, where a slower speed cuts it again (to 885, with one more point at 742)."""
+    segments = simulated_training(monkeypatch)
+    args = quickstart.parse_args([])
+    _, _, _, done = quickstart.train_model(args, quickstart.training_config(args, tmp_path), deadline=700.0,
+                                           evaluation=100.0)
+    # At 200 (t = 120 s): 200 + (700 - 120 - 100) / 0.6 = 1000. At 600 (t = 400 s): 600 + 200 / 0.7 = 885. At 742
+    # (t = 499.4 s): 742 + 100.6 / 0.7 = 885, unchanged.
+    assert [segment[:3] for segment in segments] == [(0, 200, 2250), (200, 600, 1000), (600, 742, 885),
+                                                     (742, 885, 885)]
+    assert done == 885
 
 
 @pytest.mark.slow

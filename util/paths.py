@@ -67,3 +67,11 @@ def check_inside(root: str | os.PathLike, path: str | os.PathLike, what: str = "
             "under the output folder"
         )
     return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """``path`` holds ``text`` complete or is as it was: written beside it, then renamed over it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
