@@ -132,10 +132,16 @@ def _long_video(root: Path, frames: int = 150) -> Path:
     return data
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child: SIGINT at its default. Under a shell's background job (``nohup ... &``) pytest starts with
+    SIGINT ignored, its children inherit that, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(argv: list[str], started: Callable[[], bool], timeout: float = 300) -> tuple[int, str]:
     """Run ``argv`` in its own process group; SIGINT the group once ``started()``; (exit code, stderr)."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=REPO)
+                            start_new_session=True, cwd=REPO, preexec_fn=_sigint_as_in_a_terminal)
     deadline = time.monotonic() + timeout
     try:
         while not started():

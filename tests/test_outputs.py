@@ -278,7 +278,7 @@ def _long_clip(root: Path, frames: int) -> tuple[Path, Path]:
 def _interrupt(argv: list[str], watch: Path, sig: int) -> subprocess.CompletedProcess:
     """Start a driver, wait until a mask PNG appears anywhere under ``watch`` (mid-run), then send ``sig``."""
     process = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=_sigint_as_in_a_terminal)
     deadline = time.monotonic() + 240
     try:
         while not any(watch.rglob("*.png")):
@@ -291,6 +291,12 @@ def _interrupt(argv: list[str], watch: Path, sig: int) -> subprocess.CompletedPr
         if process.poll() is None:
             process.kill()
     return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+
+def _sigint_as_in_a_terminal() -> None:
+    """In the child: SIGINT at its default. Under a shell's background job (``nohup ... &``) pytest starts with
+    SIGINT ignored, its children inherit that, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _visible(folder: Path) -> list[str]:
