@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from util.imagenet import denormalise
+from util.paths import write_text_atomic
 from util.pictures import Chart, Series, label_grid, overlay, save_png, side_by_side
 
 CURVES_PNG = "curves.png"
@@ -68,10 +69,7 @@ class TrainingCurves:
 
     def write(self) -> Path:
         """Rewrite ``curves.json`` and ``curves.png`` (each atomically); returns the PNG's path."""
-        record = self.run_dir / CURVES_JSON
-        tmp = record.with_name(f".{record.name}.tmp")
-        tmp.write_text(json.dumps({"points": self.points}) + "\n", encoding="utf-8")
-        tmp.replace(record)
+        write_text_atomic(self.run_dir / CURVES_JSON, json.dumps({"points": self.points}) + "\n")
         losses, iou = self.chart_panels()
         path = self.run_dir / CURVES_PNG
         save_png(side_by_side([losses.render(), iou.render()]), path)

@@ -57,7 +57,8 @@ TIMING_WARMUP = 10
 # slowest clip length) without scoring it; every frame of the evaluation is budgeted at that speed times
 # EVAL_MARGIN (scoring; L = 5 and 10 run 1.5-2x faster than L = 1), plus EVAL_FIXED_S for loading, one scoring
 # pool per clip length and set (each starts processes that import torch), the baseline and the report.
-# 2026-12-03, 2 cores without native bf16: 0.046 s/frame measured, 216 s spent on 2640 frames and the report.
+# 2026-12-03, 2 cores without native bf16 (a shared machine): 0.046-0.090 s/frame measured in different runs,
+# 216-228 s spent on 2640 frames and the report.
 # Evaluation runs in fp32 whatever the training precision, so the training speed does not predict it (on those
 # cores training was 2.9x slower per iteration than on a CPU with native bf16, evaluation as fast).
 EVAL_MARGIN, EVAL_FIXED_S = 1.4, 60.0

@@ -73,5 +73,5 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """``path`` holds ``text`` complete or is as it was: written beside it, then renamed over it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
