@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-scale", type=float, metavar="FRACTION",
                         help="smallest crop area of RandomResizedCrop, as a fraction of the frame's area "
                              "(default: 0.36; 0.25 for BL30K)")
+    parser.add_argument("--max-scale", type=float, default=d.max_scale, metavar="FRACTION",
+                        help="largest crop area of RandomResizedCrop, as a fraction of the frame's area (default 1); "
+                             "below 1 every crop enlarges the frame")
     add_alias(parser, parser.add_argument(
         "--workers", dest="num_workers", type=int, default=d.num_workers, metavar="N",
         help="data-loader worker processes per training process (0: load in the training process)"), "--num-workers")
@@ -166,6 +169,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr, lr_steps=tuple(args.lr_steps) if args.lr_steps else None, lr_gamma=args.lr_gamma,
         lr_schedule=args.lr_schedule,
         weight_decay=args.weight_decay, optimizer=args.optimizer, crop_size=args.crop_size, min_scale=args.min_scale,
+        max_scale=args.max_scale,
         num_workers=args.num_workers, accum_steps=args.accum_steps, precision=args.precision, device=args.device,
         output=args.output, run_name=args.run_name, save_every=args.save_every, log_every=args.log_every,
         image_every=args.image_every, seed=args.seed, resume=args.resume, weights=args.weights,

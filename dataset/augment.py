@@ -46,13 +46,14 @@ class VideoAugment:
     Args:
         crop: output side (384 in STCN/PCVOS).
         min_scale: RandomResizedCrop scale lower bound (0.36; BL30K 0.25).
+        max_scale: its upper bound (1).
     """
 
-    def __init__(self, crop: int = 384, min_scale: float = 0.36) -> None:
+    def __init__(self, crop: int = 384, min_scale: float = 0.36, max_scale: float = 1.0) -> None:
         self.sequence_joint = v2.Compose(
             [
                 v2.RandomHorizontalFlip(),
-                v2.RandomResizedCrop(crop, scale=(min_scale, 1.0), interpolation=BICUBIC, antialias=True),
+                v2.RandomResizedCrop(crop, scale=(min_scale, max_scale), interpolation=BICUBIC, antialias=True),
             ]
         )
         self.sequence_image = v2.Compose(

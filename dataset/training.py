@@ -58,7 +58,7 @@ def build_dataset(config) -> Dataset:
         min_scale = config.min_scale
     return VideoDataset(
         sources, config.crop_size, config.clip_lengths, gap, config.intra_gap,
-        config.batch_size, min_scale, strict, config.seed,
+        config.batch_size, min_scale, strict, config.seed, config.max_scale,
     )
 
 

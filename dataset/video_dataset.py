@@ -147,6 +147,7 @@ class VideoDataset(Dataset):
         min_scale: RandomResizedCrop lower scale (0.36; 0.25 for BL30K).
         strict_labels: BL30K's object filter.
         seed: base seed.
+        max_scale: RandomResizedCrop upper scale (1).
     """
 
     def __init__(
@@ -160,12 +161,13 @@ class VideoDataset(Dataset):
         min_scale: float = 0.36,
         strict_labels: bool = False,
         seed: int = 0,
+        max_scale: float = 1.0,
     ) -> None:
         self.entries = [(s, v) for s in sources for v in s.videos for _ in range(s.repeat)]
         if not self.entries:
             found = ", ".join(s.name for s in sources)
             raise DatasetNotFoundError(f"no videos with >= 3 annotated frames in {found}; see docs/training.md")
-        self.augment = VideoAugment(crop, min_scale)
+        self.augment = VideoAugment(crop, min_scale, max_scale)
         self.clip_lengths = tuple(clip_lengths)
         self.inter_gap = inter_gap
         self.intra_gap = intra_gap

@@ -36,6 +36,10 @@ class TrainConfig:
     optimizer: str = "adam"  # 'adam' (STCN) or 'adamw'
     crop_size: int = 384
     min_scale: float | None = None  # RandomResizedCrop area lower bound; None: 0.36 (0.25 for BL30K)
+    # RandomResizedCrop area upper bound (STCN: 1). Below 1 every crop enlarges the frame at least
+    # crop / sqrt(max_scale * frame area) times: the quickstart trains its small model on objects at the scale its
+    # evaluation upsamples them to (docs/quickstart.md).
+    max_scale: float = 1.0
     num_workers: int = 4
     accum_steps: int = 1
     precision: str = "auto"  # auto: fp32 on the CPU, bf16 (or fp16) on CUDA

@@ -64,6 +64,10 @@ def resolve(config: TrainConfig) -> TrainConfig:
     out = dataclasses.replace(out, lr_steps=tuple(int(s) for s in out.lr_steps), clip_lengths=tuple(out.clip_lengths))
     if out.crop_size % 16:
         raise ValueError(f"--crop-size {out.crop_size}: must be a multiple of 16")
+    low = (0.25 if out.stage == 1 else 0.36) if out.min_scale is None else out.min_scale  # dataset.training's
+    if not 0 < low <= out.max_scale <= 1:
+        raise ValueError(f"--min-scale {out.min_scale} / --max-scale {out.max_scale}: crop areas are fractions of "
+                         "the frame's area with 0 < min-scale <= max-scale <= 1")
     if out.lr_schedule not in ("step", "cosine"):
         raise ValueError(f"--lr-schedule {out.lr_schedule!r}: choose step or cosine")
     if out.optimizer not in ("adam", "adamw"):

@@ -214,6 +214,27 @@ def test_video_dataset_sample_and_determinism(tmp_path):
     assert torch.equal(dataset[3]["rgb"], dataset[3]["rgb"])
 
 
+def test_video_augment_max_scale_enlarges_every_crop():
+    """Crops of at most max_scale of the frame's area see fewer columns of it than the unrestricted crops."""
+    from dataset.augment import VideoAugment, to_image, to_mask
+
+    columns = np.repeat(np.arange(1, 29, dtype=np.uint8), 8)[None].repeat(128, 0)  # label = 1 + x // 8, 28 labels
+    frame = to_image(np.full((128, 224, 3), 100, np.uint8))
+
+    def widest(augment: VideoAugment) -> int:
+        torch.manual_seed(0)
+        seen = []
+        for _ in range(20):
+            _, masks = augment([frame], [to_mask(columns)])
+            seen.append(len(set(masks[0].unique().tolist()) - {0}))
+        return max(seen)
+
+    # A crop of <= 0.3 x 128 x 224 pixels at aspect <= 4/3 is <= 107 columns wide, <= 131 after the per-frame
+    # rotation of <= 15 degrees: <= 18 labels. Unrestricted crops span up to the whole width.
+    zoomed, full = widest(VideoAugment(112, 0.075, 0.3)), widest(VideoAugment(112))
+    assert zoomed <= 18 < full
+
+
 def test_video_dataset_sample_without_object(tmp_path):
     from dataset.video_dataset import VideoDataset, VideoSource
 

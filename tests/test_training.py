@@ -186,6 +186,13 @@ def test_cosine_schedule_values():
         resolve(TrainConfig(stage=3, lr_schedule="linear"))
 
 
+def test_crop_scales_are_fractions_of_the_frame():
+    assert resolve(TrainConfig(stage=3, min_scale=0.075, max_scale=0.3)).max_scale == 0.3
+    for low, high in ((0.5, 0.3), (None, 0.2), (0.0, 0.3), (0.2, 1.5)):  # None: the preset's 0.36
+        with pytest.raises(ValueError, match=f"--min-scale {low} / --max-scale {high}"):
+            resolve(TrainConfig(stage=3, min_scale=low, max_scale=high))
+
+
 @pytest.mark.slow
 def test_channels_last_trains_the_same_network(data, tmp_path):
     kw = dict(stage=3, iterations=2, tensorboard=False, save_every=0, clip_lengths=(2, 2))
@@ -443,7 +450,8 @@ def test_every_flag_says_its_default_and_unit():
         assert "default" in helps[action.option_strings[-1]], action.option_strings
     units = {"--iterations": "iterations", "--batch-size": "samples", "--crop-size": "pixels",
              "--clip-frames": "frames", "--intra-gap": "frames", "--gap-low": "frames", "--save-every": "iterations",
-             "--stop-after": "iterations", "--lr-steps": "iteration", "--min-scale": "fraction"}
+             "--stop-after": "iterations", "--lr-steps": "iteration", "--min-scale": "fraction",
+             "--max-scale": "fraction"}
     for flag, unit in units.items():
         assert unit in helps[flag].lower(), (flag, helps[flag])
     assert "(default: 20000 70000)" in helps["--bootstrap"] and "(default: off)" in helps["--overwrite"]
