@@ -50,19 +50,26 @@ from util.pictures import Chart, Series, label_grid, overlay, save_png  # noqa: 
 from util.runtime import cpu_has_fast_bf16, resolve_device  # noqa: E402
 
 # --time-budget: the run re-plans its iterations from its own measured speed after REPLAN_FIRST iterations and
-# again halfway through the plan (the first TIMING_WARMUP iterations after each start are not timed).
+# again halfway and three quarters through the plan (the first TIMING_WARMUP iterations after each start are not
+# timed). On a shared machine the speed drifts by 10-20 % within a run: re-planned only halfway, a run of
+# 2026-12-03 trained 87 s longer than planned and ended at 25.7 minutes; hence the third point and a 60 s margin.
 REPLAN_FIRST = 200
 TIMING_WARMUP = 10
-# The evaluation budget: before training, the untrained network segments the first validation video at L = 1 (the
-# slowest clip length) without scoring it; every frame of the evaluation is budgeted at that speed times
-# EVAL_MARGIN (scoring; L = 5 and 10 run 1.5-2x faster than L = 1), plus EVAL_FIXED_S for loading, one scoring
-# pool per clip length and set (each starts processes that import torch), the baseline and the report.
-# 2026-12-03, 2 cores without native bf16 (a shared machine): 0.046-0.090 s/frame measured in different runs,
-# 216-228 s spent on 2640 frames and the report.
-# Evaluation runs in fp32 whatever the training precision, so the training speed does not predict it (on those
-# cores training was 2.9x slower per iteration than on a CPU with native bf16, evaluation as fast).
-EVAL_MARGIN, EVAL_FIXED_S = 1.4, 60.0
-BUDGET_MARGIN_S = 30.0
+# The evaluation budget: before training, the untrained network segments the first validation video at every clip
+# length without scoring it (after one untimed pass); every frame of the evaluation is budgeted at the speed measured
+# at its clip length, scaled to the evaluation videos' mean object count (measure_evaluation), the mirror-augmented
+# frames at the slowest clip length (the recorded L is chosen later), times EVAL_MARGIN (scoring), plus EVAL_FIXED_S
+# for loading, one scoring pool per clip length and set (each starts processes that import torch), the baseline and
+# the report. Frames at L = 5 and 10 run 1.3-1.6x faster than at L = 1, so one speed for all of them (the budget
+# before 2026-12-03) over-charged and cut training short. A frame costs about KEY_OBJECTS + its objects in units of
+# one object's work (the key encoder runs once per frame, the value encoder and decoder once per object):
+# 2026-12-06, 2 cores with native bf16, 256x448, L = 5, fp32, an untrained small model: 0.076-0.083 s/frame with
+# one target, 0.097-0.104 with two. 2026-12-03, same machine: 431 s budgeted where evaluation and report took about
+# 345 s, and 485 s where they took about 325 s, with a margin of 1.2 and a cost of 1 + objects.
+# Evaluation runs in fp32 whatever the training precision, so the training speed does not predict it (on 2 cores
+# without native bf16 training was 2.9x slower per iteration than on a CPU with native bf16, evaluation as fast).
+EVAL_MARGIN, EVAL_FIXED_S, KEY_OBJECTS = 1.1, 60.0, 2.5
+BUDGET_MARGIN_S = 60.0
 # The selection videos: the same recipe as the validation videos, another seed (the recorded L is chosen on them,
 # not on the videos the report scores).
 SELECT_SEED_OFFSET = 7000
@@ -78,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="training batch size in samples")
     p.add_argument("--crop-size", type=int, default=112,
                    help="training crop; 112 = a 7x7 stride-16 grid, so the refinement trains on whole 7x7 windows")
+    p.add_argument("--min-scale", type=float, default=0.075, metavar="FRACTION",
+                   help="smallest training crop, as a fraction of the frame's area (default 0.075: a 112-pixel "
+                        "crop enlarges a 128x224 frame 1.2-2.4 times, the scale --eval-scale 2 shows it at)")
+    p.add_argument("--max-scale", type=float, default=0.3, metavar="FRACTION",
+                   help="largest training crop, as a fraction of the frame's area (default 0.3)")
+    p.add_argument("--eval-scale", type=float, default=2.0, metavar="FACTOR",
+                   help="the evaluation enlarges the videos by this factor (default 2; 1: their own size) so that "
+                        "the stride-16 grid is fine enough to part a target from a look-alike it touches; the "
+                        "report's commands run at that size too")
     p.add_argument("--lr", type=float, default=2e-4,
                    help="peak learning rate; higher than the paper's 1e-5: training from scratch (1e-4 and 3e-4 "
                    "did worse, docs/quickstart.md)")
@@ -116,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-loading processes; 0 (load in the training process) is fastest on 2 cores, where "
                    "worker processes compete with the training threads")
     p.add_argument("--time-budget", type=float, default=25.0, metavar="MIN",
-                   help=f"minutes for the whole run (default 25): after {REPLAN_FIRST} iterations, and again halfway, "
-                   "the run measures its own speed and, where --iterations would not fit, trains fewer "
+                   help=f"minutes for the whole run (default 25): after {REPLAN_FIRST} iterations, halfway and at "
+                   "three quarters the run measures its own speed and, where --iterations would not fit, trains fewer "
                    "(0: always train --iterations)")
     p.add_argument("--short", action="store_true", help="a few iterations on tiny data (what the tests run)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
@@ -129,6 +145,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.iterations < 1:
         p.error(f"--iterations {args.iterations}: must be >= 1")
+    if not 0 < args.min_scale <= args.max_scale <= 1:
+        p.error(f"--min-scale {args.min_scale} / --max-scale {args.max_scale}: crop areas are fractions of the "
+                "frame's area, 0 < min <= max <= 1")
+    if args.eval_scale <= 0:
+        p.error(f"--eval-scale {args.eval_scale}: must be > 0 (1 = the videos' own size)")
     for flag in ("val_videos", "select_videos"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
@@ -184,6 +205,8 @@ def training_config(args: argparse.Namespace, train_root: Path) -> TrainConfig:
         channels_last=True,
         clip_lengths=(2, 2),
         crop_size=args.crop_size,
+        min_scale=args.min_scale,
+        max_scale=args.max_scale,
         num_workers=args.workers,
         output=str(args.out / "runs"),
         run_name="quickstart",
@@ -207,20 +230,40 @@ def replanned(config: TrainConfig, iterations: int) -> TrainConfig:
     )
 
 
-def evaluation_frames(args: argparse.Namespace) -> int:
-    """Frames the evaluation segments: validation and selection videos at every clip length, and the validation
-    videos with mirror augmentation (each frame twice) at the recorded one."""
-    runs = (args.val_videos + args.select_videos) * len(args.clip_lengths) + (2 * args.val_videos if args.flip else 0)
-    return runs * args.frames
+def eval_size(args: argparse.Namespace) -> int:
+    """The short side the evaluation works at, in pixels (-1: the videos' own size)."""
+    return -1 if args.eval_scale == 1 else round(args.eval_scale * min(frame_size(args)))
 
 
-def evaluation_seconds(args: argparse.Namespace, seconds_per_frame: float) -> float:
-    """Budgeted evaluation + report time at ``seconds_per_frame`` (measured by :func:`measure_evaluation`)."""
-    return EVAL_FIXED_S + EVAL_MARGIN * seconds_per_frame * evaluation_frames(args)
+def evaluation_frames(args: argparse.Namespace) -> dict[int | str, int]:
+    """Frames the evaluation segments per clip length (validation and selection videos), and under ``"flip"`` the
+    validation videos with mirror augmentation (each frame twice) at the recorded L."""
+    frames: dict[int | str, int] = {length: (args.val_videos + args.select_videos) * args.frames
+                                    for length in args.clip_lengths}
+    if args.flip:
+        frames["flip"] = 2 * args.val_videos * args.frames
+    return frames
 
 
-def measure_evaluation(args: argparse.Namespace, val_root: Path) -> float:
-    """Seconds per frame to segment the first validation video at L = 1 with an untrained small model."""
+def evaluation_seconds(args: argparse.Namespace, seconds_per_frame: dict[int, float]) -> float:
+    """Budgeted evaluation + report time from the seconds per frame at each clip length (by
+    :func:`measure_evaluation`); the mirror-augmented frames are charged at the slowest clip length."""
+    frames = evaluation_frames(args)
+    work = sum(seconds_per_frame[length] * frames[length] for length in args.clip_lengths)
+    work += max(seconds_per_frame.values()) * frames.get("flip", 0)
+    return EVAL_FIXED_S + EVAL_MARGIN * work
+
+
+def first_frame_objects(root: Path) -> list[int]:
+    """Objects in the first annotated frame of each video of a DAVIS-layout set, in name order."""
+    videos = sorted((root / "Annotations" / "480p").iterdir())
+    return [int(np.count_nonzero(np.unique(read_index_png(sorted(v.glob("*.png"))[0])))) for v in videos]
+
+
+def measure_evaluation(args: argparse.Namespace, val_root: Path, select_root: Path) -> dict[int, float]:
+    """Seconds per frame to segment the evaluation's videos at each clip length, estimated on the first validation
+    video with an untrained small model (after one untimed pass) and scaled to the videos' mean object count: a frame
+    is charged (KEY_OBJECTS + objects) / (KEY_OBJECTS + the probe video's objects) times the probe's."""
     import torch
 
     from model.network import PCVOS, PCVOSConfig
@@ -228,15 +271,25 @@ def measure_evaluation(args: argparse.Namespace, val_root: Path) -> float:
     probe = args.out / "eval" / "probe"
     bench = davis_benchmark(val_root, "2017", "val", probe)
     bench.sources, bench.score = bench.sources[:1], None  # the engine alone: no scoring pool to start
+    speeds = {}
     with torch.random.fork_rng(devices=[]):  # the random weights leave the training's random stream as it was
         network = PCVOS(PCVOSConfig.small()).to(resolve_device(args.device)).eval()
         prepare_network(network)
-        tic = time.perf_counter()
-        run_benchmark(PCVOSEngine(network, EngineConfig(clip_length=1)), bench, size=-1, workers=0,
-                      log=lambda s: None)
-    seconds = time.perf_counter() - tic
+        # One untimed pass first: the first pass also pays for one-time work (kernel selection for the new shapes,
+        # reading the video from a cold cache right after it was written) and timed 1.5-2.6x slow.
+        for length in [args.clip_lengths[0], *args.clip_lengths]:
+            tic = time.perf_counter()
+            run_benchmark(PCVOSEngine(network, EngineConfig(clip_length=length)), bench, size=eval_size(args),
+                          workers=0, log=lambda s: None)
+            speeds[length] = (time.perf_counter() - tic) / max(1, len(bench.sources[0].frames))
     shutil.rmtree(probe, ignore_errors=True)
-    return seconds / max(1, len(bench.sources[0].frames))
+    factor = object_cost_factor(first_frame_objects(val_root) + first_frame_objects(select_root))
+    return {length: seconds * factor for length, seconds in speeds.items()}
+
+
+def object_cost_factor(counts: list[int]) -> float:
+    """Cost of the mean frame of videos with ``counts`` objects relative to a frame of the first one."""
+    return (KEY_OBJECTS + float(np.mean(counts))) / (KEY_OBJECTS + counts[0])
 
 
 def plan_iterations(requested: int, done: int, per_iteration: float, seconds_left: float) -> int:
@@ -248,7 +301,7 @@ def plan_iterations(requested: int, done: int, per_iteration: float, seconds_lef
 def replan_points(plan: int) -> list[int]:
     """Iterations after which a budgeted run of ``plan`` iterations measures its speed and re-plans (a re-planned
     run keeps them, and adds one halfway through the rest when its plan shrinks below the next: train_model)."""
-    return sorted({c for c in (min(REPLAN_FIRST, plan // 10), plan // 2) if 0 < c < plan})
+    return sorted({c for c in (min(REPLAN_FIRST, plan // 10), plan // 2, 3 * plan // 4) if 0 < c < plan})
 
 
 def segment_speed(marks: dict[int, float], segment_start: float) -> tuple[float, int]:
@@ -335,7 +388,7 @@ def evaluate_set(args, network, root: Path, folder: str, lengths, flip: bool = F
     for length in lengths:
         bench = davis_benchmark(root, "2017", "val", args.out / "eval" / folder / f"L{length}")
         engine = PCVOSEngine(network, EngineConfig(clip_length=length, flip=flip))
-        result = run_benchmark(engine, bench, size=-1, workers=args.workers, log=lambda s: None)
+        result = run_benchmark(engine, bench, size=eval_size(args), workers=args.workers, log=lambda s: None)
         results[length] = {"J&F": result.scores["J&F-Mean"], "J": result.scores["J-Mean"],
                            "F": result.scores["F-Mean"], "fps": result.engine_fps}
     return results
@@ -420,7 +473,9 @@ def write_report(args, report: dict) -> None:
         "",
         "Small model (ResNet-18 key encoder, narrow layers): **not the paper's model**. Trained from scratch on",
         f"synthetic videos, per clip (a reference frame and clips of {report['training_clips']} frames per sample), "
-        f"for {report['iterations']} iterations ({report['training_minutes']:.1f} min), evaluated on",
+        f"for {report['iterations']} iterations ({report['training_minutes']:.1f} min), evaluated"
+        + (f" (the videos enlarged to a short side of {report['eval_size']} pixels)" if report["eval_size"] > 0 else "")
+        + " on",
         f"{report['val_videos']} held-out synthetic videos with the DAVIS 2017 J&F of util/davis_metrics, without "
         "mirror augmentation.",
         f"Their targets travel {motion['min']:.1f} to {motion['max']:.1f} times their own size (median "
@@ -445,15 +500,20 @@ def write_report(args, report: dict) -> None:
         f"Checkpoint: `{report['checkpoint']}`",
         "",
     ])
+    size = report["eval_size"]
     commands = [
-        f"python eval_davis.py --model {ckpt} --davis-root DAVIS_ROOT --output out/",
-        f"python segment.py --model {ckpt} --video VIDEO --mask FIRST_MASK.png --output out/ --size -1",
+        f"python eval_davis.py --model {ckpt} --davis-root DAVIS_ROOT --output out/"
+        + (f" --size {size}" if size > 0 else ""),
+        f"python segment.py --model {ckpt} --video VIDEO --mask FIRST_MASK.png --output out/ --size {size}",
     ]
-    low, high = (round(scale * min(report["frame_size"])) for scale in args.object_scale)
+    short = size if size > 0 else min(report["frame_size"])
+    low, high = (round(scale * short) for scale in args.object_scale)
+    where = (f"at `--size {size}` (the short side in pixels), as the quickstart evaluates its "
+             f"{min(report['frame_size'])}-pixel-high videos" if size > 0 else "at their own resolution (`--size -1`)")
     usage = (f"The checkpoint records L = {recorded} ({report['recommended_why']}) and no mirror augmentation; the "
              "drivers run at them unless `-L N` / `--flip` say otherwise (without a record they use the paper "
-             "model's L = 5). Use the videos' own "
-             f"resolution (`--size -1`): the model learnt objects of about {low}-{high} pixels.")
+             f"model's L = 5). Run videos {where}: there the targets are about {low}-{high} pixels, the size the "
+             "model learnt.")
     body = "".join(f"<p>{html.escape(line)}</p>" if not line.startswith(("|", "!")) else ""
                    for line in md.splitlines())
     md += "\n".join(["", "## Run this checkpoint on other videos", "", usage, "", "```bash", *commands, "```", ""])
@@ -493,10 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     deadline = start + args.time_budget * 60 - BUDGET_MARGIN_S if args.time_budget > 0 else None
     evaluation = 0.0
     if deadline is not None:
-        per_frame = measure_evaluation(args, val_root)
+        per_frame = measure_evaluation(args, val_root, select_root)
         evaluation = evaluation_seconds(args, per_frame)
+        speeds = " / ".join(f"{per_frame[length]:.3f}" for length in args.clip_lengths)
+        lengths = " / ".join(map(str, args.clip_lengths))
         print(f"      data ready after {time.perf_counter() - start:.0f} s; evaluation budgeted at {evaluation:.0f} s "
-              f"({per_frame:.3f} s/frame measured on one validation video)")
+              f"({speeds} s/frame at L = {lengths}: one validation video, scaled to the videos' objects)")
     budget = f" (re-planned to fit {args.time_budget:g} minutes if this machine is too slow)" if deadline else ""
     print(f"[2/4] training the small CPU model per clip for {args.iterations} iterations{budget}")
     checkpoint, losses, minutes, args.iterations = train_model(args, config, deadline, evaluation)
@@ -525,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
         "val_videos": args.val_videos,
         "select_videos": args.select_videos,
         "frame_size": [height, width],
+        "eval_size": eval_size(args),
+        "training_crop_scale": [args.min_scale, args.max_scale],
         "val_motion": {"min": float(np.min(motion)), "median": float(np.median(motion)), "max": float(np.max(motion))},
         "checkpoint": str(checkpoint),
         "model": "small (not the paper's model)",

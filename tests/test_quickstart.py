@@ -138,21 +138,27 @@ def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     assert args.time_budget == 25.0 and args.iterations == 2250
     with pytest.raises(SystemExit):
         quickstart.parse_args(["--iterations", "0"])
-    # The evaluation segments 6 validation and 12 selection videos of 40 frames at 3 clip lengths, plus the 6
-    # validation videos with mirror augmentation (each frame twice) at the recorded one: 66 x 40 frames, budgeted
-    # at 1.4 x the measured seconds per frame (scoring) plus 60 s.
+    # The evaluation segments 6 validation and 12 selection videos of 40 frames at each of 3 clip lengths, plus the
+    # 6 validation videos with mirror augmentation (each frame twice) at the recorded one; every frame is budgeted at
+    # 1.1 x the seconds per frame measured at its clip length (scoring), the mirrored ones at the slowest, plus 60 s.
     assert args.flip is True and (args.val_videos, args.select_videos) == (6, 12)
-    assert quickstart.evaluation_frames(args) == 2640
-    assert quickstart.evaluation_seconds(args, 0.1) == pytest.approx(429.6)
+    assert quickstart.evaluation_frames(args) == {1: 720, 5: 720, 10: 720, "flip": 480}
+    speeds = {1: 0.1, 5: 0.06, 10: 0.05}
+    assert quickstart.evaluation_seconds(args, speeds) == pytest.approx(60 + 1.1 * (72 + 43.2 + 36 + 48))
     args.flip = False
-    assert quickstart.evaluation_frames(args) == 2160
-    assert quickstart.evaluation_seconds(args, 0.05) == pytest.approx(211.2)
+    assert quickstart.evaluation_frames(args) == {1: 720, 5: 720, 10: 720}
+    assert quickstart.evaluation_seconds(args, dict.fromkeys((1, 5, 10), 0.05)) == pytest.approx(178.8)
+    assert quickstart.evaluation_seconds(args, speeds) == pytest.approx(60 + 1.1 * (72 + 43.2 + 36))
     args.val_videos = 12
-    assert quickstart.evaluation_frames(args) == 2880
-    # Re-planned after 200 iterations and halfway through the plan.
-    assert quickstart.replan_points(2250) == [200, 1125]
-    assert quickstart.replan_points(1800) == [180, 900]
-    assert quickstart.replan_points(4) == [2] and quickstart.replan_points(1) == []
+    assert sum(quickstart.evaluation_frames(args).values()) == 2880
+    # The probe video's speed is scaled to the videos' mean object count, the key encoder costing 2.5 objects.
+    assert quickstart.object_cost_factor([1, 2, 2, 1]) == pytest.approx(4.0 / 3.5)
+    assert quickstart.object_cost_factor([2, 1]) == pytest.approx(4.0 / 4.5)
+    assert quickstart.object_cost_factor([1, 1]) == 1.0
+    # Re-planned after 200 iterations, halfway and three quarters through the plan.
+    assert quickstart.replan_points(2250) == [200, 1125, 1687]
+    assert quickstart.replan_points(1800) == [180, 900, 1350]
+    assert quickstart.replan_points(4) == [2, 3] and quickstart.replan_points(1) == []
     # 200 done, 1100 s left: at 0.52 s/iteration 200 + 2115 >= 2250, all of them; at 0.65 only 200 + 1692.
     assert quickstart.plan_iterations(2250, 200, 0.52, 1100.0) == 2250
     assert quickstart.plan_iterations(2250, 200, 0.65, 1100.0) == 1892
@@ -165,6 +171,19 @@ def test_iterations_are_cut_only_when_they_do_not_fit_the_budget():
     assert quickstart.recommended_clip_length({5: {"J&F": 0.752}, 10: {"J&F": 0.7504}}, 12)[0] == 5
     with pytest.raises(SystemExit):
         quickstart.parse_args(["--select-videos", "0"])
+
+
+def test_training_crops_and_evaluation_size_follow_the_flags(tmp_path):
+    """By default training crops enlarge the frames 1.2-2.4 times and the evaluation doubles the videos' size."""
+    args = quickstart.parse_args([])
+    config = quickstart.training_config(args, tmp_path)
+    assert (config.min_scale, config.max_scale) == (0.075, 0.3) and config.crop_size == 112
+    assert quickstart.eval_size(args) == 256  # 2 x the 128-pixel height
+    assert quickstart.eval_size(quickstart.parse_args(["--eval-scale", "1"])) == -1  # the videos' own size
+    assert quickstart.eval_size(quickstart.parse_args(["--eval-scale", "1.5", "--size", "96x160"])) == 144
+    for bad in (["--eval-scale", "0"], ["--min-scale", "0.4", "--max-scale", "0.3"], ["--max-scale", "1.5"]):
+        with pytest.raises(SystemExit):
+            quickstart.parse_args(bad)
 
 
 def simulated_training(monkeypatch) -> list[tuple[int, int, int, int]]:
@@ -191,8 +210,9 @@ def simulated_training(monkeypatch) -> list[tuple[int, int, int, int]]:
 
 
 def test_a_budgeted_run_re_plans_at_fixed_points_and_resumes_each_segment(tmp_path, monkeypatch):
-    """Segments end at 200 and 1125 (those of the requested 2250), and halfway through the rest after a plan
-    shrinks; each resumes the last checkpoint with the config of the current plan."""
+    """Segments end at 200 and 1125 (points of the requested 2250; its third, 1687, lies beyond the shrunk plan),
+    and halfway through the rest after a plan shrinks; each resumes the last checkpoint with the config of the
+    current plan."""
     segments = simulated_training(monkeypatch)
     args = quickstart.parse_args([])
     config = quickstart.training_config(args, tmp_path)
@@ -226,7 +246,7 @@ def test_quickstart_short_fits_the_budget(tmp_path, capsys):
     argv = ["--short", "--time-budget", "0.2", "--out", str(out), "--workers", "0", "--device", "cpu"]
     assert quickstart.main(argv) == 0
     report = json.loads((out / "report.json").read_text())
-    # 12 s minus the 30 s margin: after its first segment (2 iterations) the run stops.
+    # 12 s minus the 60 s margin: after its first segment (2 iterations) the run stops.
     assert report["iterations_requested"] == 4 and report["iterations"] == 2
     assert report["time_budget_minutes"] == 0.2
     assert "too slow for all 4 iterations in the 0.2-minute budget" in (out / "report.md").read_text()
@@ -238,7 +258,7 @@ def test_quickstart_short_fits_the_budget(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_budget_that_fits_does_not_change_the_trained_weights(tmp_path, capsys):
-    """A budget that fits: the run is trained in two segments (re-planned after 2 iterations), all iterations are
+    """A budget that fits: the run is trained in segments (re-planned after 2 and 3 iterations), all iterations are
     trained, and the weights equal one uninterrupted run's."""
     weights = {}
     for budget in ("0", "100"):
@@ -249,7 +269,7 @@ def test_a_budget_that_fits_does_not_change_the_trained_weights(tmp_path, capsys
         report = json.loads((out / "report.json").read_text())
         assert report["iterations"] == report["iterations_requested"] == 4
         resumed = "quickstart_checkpoint.pth at iteration 2" in capsys.readouterr().out
-        assert resumed == (budget == "100")  # the budgeted run really was two segments
+        assert resumed == (budget == "100")  # the budgeted run really was segmented (re-planned at 2 and 3)
         weights[budget] = torch.load(report["checkpoint"], map_location="cpu", weights_only=True)["network"]
     assert weights["0"].keys() == weights["100"].keys()
     assert all(torch.equal(weights["0"][k], weights["100"][k]) for k in weights["0"])
