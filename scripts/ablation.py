@@ -92,8 +92,9 @@ def run_name(row: str, seed: int) -> str:
     return f"{row}_s{seed}"
 
 
-def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The quickstart's data recipe (scripts/quickstart.py), with ``--val-videos`` held-out videos."""
+def recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """The quickstart's settings (scripts/quickstart.py) with ``--val-videos`` held-out videos: its data, its
+    training crops and the size its evaluation works at."""
     import quickstart
 
     flags = ["--output", str(args.output), "--train-videos", str(args.train_videos),
@@ -101,6 +102,14 @@ def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
     qargs = quickstart.parse_args(flags)
     if args.short:
         qargs.short, qargs.frames, qargs.size = True, 12, (64, 112)
+    return qargs
+
+
+def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The quickstart's data recipe, with ``--val-videos`` held-out videos."""
+    import quickstart
+
+    qargs = recipe(args)
     train_root, val_root, _ = quickstart.make_data(qargs, *qargs.size)  # the selection videos are not used
     return train_root, val_root
 
@@ -110,6 +119,7 @@ def train_command(args: argparse.Namespace, row: str, seed: int, train_root: Pat
     spec = ROWS[row]
     n = args.iterations
     crop, batch = (64, 2) if args.short else (112, 4)
+    qargs = recipe(args)
     name = run_name(row, seed)
     command = [
         sys.executable, str(ROOT / "train.py"), "--stage", "3", "--model-size", "small", "--iterations", str(n),
@@ -121,6 +131,7 @@ def train_command(args: argparse.Namespace, row: str, seed: int, train_root: Pat
         "--image-every", str(max(1, n // 4)), "--bootstrap", str(n // 3), str(n), "--progress", "log",
         "--device", args.device, "--dice-weight", str(spec.dice_weight),
         "--clip-frames", *map(str, spec.clip_frames),
+        "--min-scale", str(qargs.min_scale), "--max-scale", str(qargs.max_scale),
     ]
     if not spec.icr:
         command.append("--no-icr")
@@ -149,8 +160,13 @@ def train_run(args: argparse.Namespace, row: str, seed: int, train_root: Path, p
 
 def evaluate_run(args: argparse.Namespace, row: str, seed: int, weights: Path, val_root: Path) -> dict:
     """J&F of one run at every clip length and matching; each figure is cached in results/<run>.json."""
+    import quickstart
+
+    size = quickstart.eval_size(recipe(args))
     path = args.output / "results" / f"{run_name(row, seed)}.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
+    if results.get("eval_size") != size:  # figures measured at another size are measured again, not mixed in
+        results = {"eval_size": size}
     todo = [(length, read) for length in args.clip_lengths for read in reads_at(length)
             if f"L{length}_{read}" not in results]
     if not todo:
@@ -167,7 +183,7 @@ def evaluate_run(args: argparse.Namespace, row: str, seed: int, weights: Path, v
         key = f"L{length}_{read}"
         bench = davis_benchmark(val_root, "2017", "val", args.output / "eval" / run_name(row, seed) / key)
         engine = PCVOSEngine(network, EngineConfig(clip_length=length, memory_read=read, flip=False))
-        result = run_benchmark(engine, bench, size=-1, workers=0, log=lambda s: None, overwrite=True)
+        result = run_benchmark(engine, bench, size=size, workers=0, log=lambda s: None, overwrite=True)
         results[key] = {"J&F": result.scores["J&F-Mean"], "J": result.scores["J-Mean"],
                         "F": result.scores["F-Mean"], "fps": result.engine_fps}
         print(f"[eval] {run_name(row, seed)} L = {length} {read}: J&F {results[key]['J&F']:.3f}", flush=True)
@@ -189,13 +205,16 @@ def figure(results: dict, length: int, read: str) -> float | None:
 
 def summarise(args: argparse.Namespace) -> dict:
     """Mean, spread and per-seed J&F of every row measured so far, per clip length and matching."""
+    import quickstart
+
+    size = quickstart.eval_size(recipe(args))
     table = {}
     for row in ROWS:
         runs = {}
         for path in sorted((args.output / "results").glob(f"{row}_s*.json")):
-            seed = path.stem[len(row) + 2:]
-            if seed.isdigit():
-                runs[int(seed)] = json.loads(path.read_text())
+            seed, results = path.stem[len(row) + 2:], json.loads(path.read_text())
+            if seed.isdigit() and results.get("eval_size") == size:  # not figures measured at another size
+                runs[int(seed)] = results
         if not runs:
             continue
         cells = {}

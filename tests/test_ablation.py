@@ -38,6 +38,8 @@ def test_each_row_trains_what_it_names(tmp_path):
     assert after(commands["stcn-like"], "--clip-frames") == ["1"] * 6 and "--no-icr" in commands["stcn-like"]
     assert after(commands["frames5"], "--clip-frames") == ["2", "2"]
     assert after(commands["frames9"], "--clip-frames") == ["4", "4"]
+    for command in commands.values():  # the quickstart's training crops (enlarged 1.2-2.4 times)
+        assert after(command, "--min-scale") == ["0.075"] and after(command, "--max-scale") == ["0.3"]
     assert after(commands["no-clip-loss"], "--dice-weight") == ["0.0"]
     for row, command in commands.items():
         assert command[1].endswith("train.py"), row
@@ -57,10 +59,11 @@ def test_summary_and_report(tmp_path):
     args = args_for(tmp_path, "--clip-lengths", "1", "5", "15")
     results = tmp_path / "results"
     results.mkdir()
-    for seed, shift in ((0, 0.0), (1, 0.1)):
+    for seed, shift, size in ((0, 0.0, 256), (1, 0.1, 256), (2, 0.2, -1)):
         figures = {"L1_pmm": 0.8 + shift, "L5_pmm": 0.7 + shift, "L15_pmm": 0.5 + shift, "L15_parallel": 0.4 + shift}
-        (results / f"pcvos_s{seed}.json").write_text(json.dumps({k: {"J&F": v} for k, v in figures.items()}))
-    table = ablation.summarise(args)
+        saved = {"eval_size": size, **{k: {"J&F": v} for k, v in figures.items()}}
+        (results / f"pcvos_s{seed}.json").write_text(json.dumps(saved))
+    table = ablation.summarise(args)  # seed 2 was evaluated at the videos' own size, not the recipe's 256: left out
     assert list(table) == ["pcvos"] and table["pcvos"]["seeds"] == [0, 1]
     cell = table["pcvos"]["cells"]["L15_pmm"]
     assert cell["mean"] == pytest.approx(0.55) and (cell["min"], cell["max"], cell["seeds"]) == (0.5, 0.6, 2)
@@ -86,6 +89,7 @@ def test_short_run_trains_each_row_with_train_py_and_resumes(tmp_path, capsys):
         assert state["model_config"]["refine"] is refine
         assert any(k.startswith("refine_transformer.") for k in state["network"]) is refine
         results = json.loads((out / "results" / f"{row}_s0.json").read_text())
+        assert results.pop("eval_size") == 128  # the short recipe's 64x112 videos, enlarged twice
         assert set(results) == {"L1_pmm", "L7_pmm", "L7_parallel"}
         assert all(0.0 <= v["J&F"] <= 1.0 for v in results.values())
     report = (out / "ablation.md").read_text()
