@@ -55,6 +55,10 @@ from util.runtime import cpu_has_fast_bf16, resolve_device  # noqa: E402
 # 2026-12-03 trained 87 s longer than planned and ended at 25.7 minutes; hence the third point and a 60 s margin.
 REPLAN_FIRST = 200
 TIMING_WARMUP = 10
+# A shrunk plan is re-planned halfway through what is left only when that is at least REPLAN_MIN_REST iterations:
+# each segment resumes a checkpoint (a few seconds), which shrinks the plan by a few iterations again; without this
+# floor a default run of 2026-12-06 ended in segments of 220, 109, 50 and 17 iterations.
+REPLAN_MIN_REST = 2 * REPLAN_FIRST
 # The evaluation budget: before training, the untrained network segments the first validation video at every clip
 # length without scoring it (after one untimed pass); every frame of the evaluation is budgeted at the speed measured
 # at its clip length, scaled to the evaluation videos' mean object count (measure_evaluation), the mirror-augmented
@@ -333,7 +337,8 @@ def train_model(args, config: TrainConfig, deadline: float | None, evaluation: f
     losses: list[float] = []
     done, plan, checkpoint, final = 0, config.iterations, None, None
     # Those of the requested plan; a plan that shrinks below the next one gets one halfway through what is left
-    # (a slower stretch of training is then caught before the end). None without a deadline.
+    # (a slower stretch of training is then caught before the end) if at least REPLAN_MIN_REST iterations are left.
+    # None without a deadline.
     points = replan_points(plan) if deadline is not None else []
     while done < plan:
         stop = next((c for c in points if done < c < plan), plan)
@@ -354,7 +359,8 @@ def train_model(args, config: TrainConfig, deadline: float | None, evaluation: f
                       f"{config.iterations} iterations fit the {args.time_budget:g}-minute budget "
                       "(--time-budget 0 trains them all)")
             middle = (done + new_plan) // 2
-            if new_plan < plan and not any(done < c < new_plan for c in points) and done < middle:
+            if (new_plan < plan and not any(done < c < new_plan for c in points)
+                    and new_plan - done >= REPLAN_MIN_REST):
                 points.append(middle)
             plan = new_plan
     if final is None:  # the plan shrank to the iterations done: the last segment stopped short of its old plan

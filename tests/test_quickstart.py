@@ -228,15 +228,15 @@ def test_a_budgeted_run_re_plans_at_fixed_points_and_resumes_each_segment(tmp_pa
 
 def test_a_plan_that_shrinks_below_the_next_point_is_re_planned_halfway(tmp_path, monkeypatch):
     """Cut to 1000 iterations after 200 (before the requested plan's halfway point, 1125), the run re-plans
-    halfway through the rest, at 600, where a slower speed cuts it again (to 885, with one more point at 742)."""
+    halfway through the rest, at 600, where a slower speed cuts it again (to 885: 285 iterations left, fewer than
+    the 400 worth another point)."""
     segments = simulated_training(monkeypatch)
     args = quickstart.parse_args([])
     _, _, _, done = quickstart.train_model(args, quickstart.training_config(args, tmp_path), deadline=700.0,
                                            evaluation=100.0)
-    # At 200 (t = 120 s): 200 + (700 - 120 - 100) / 0.6 = 1000. At 600 (t = 400 s): 600 + 200 / 0.7 = 885. At 742
-    # (t = 499.4 s): 742 + 100.6 / 0.7 = 885, unchanged.
-    assert [segment[:3] for segment in segments] == [(0, 200, 2250), (200, 600, 1000), (600, 742, 885),
-                                                     (742, 885, 885)]
+    # At 200 (t = 120 s): 200 + (700 - 120 - 100) / 0.6 = 1000. At 600 (t = 400 s): 600 + 200 / 0.7 = 885.
+    assert quickstart.REPLAN_MIN_REST == 400
+    assert [segment[:3] for segment in segments] == [(0, 200, 2250), (200, 600, 1000), (600, 885, 885)]
     assert done == 885
 
 
