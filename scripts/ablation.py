@@ -236,12 +236,17 @@ def summarise(args: argparse.Namespace) -> dict:
 
 
 def write_report(args: argparse.Namespace, table: dict) -> None:
-    lengths = args.clip_lengths
+    import quickstart
+
+    lengths, qargs = args.clip_lengths, recipe(args)
+    size = quickstart.eval_size(qargs)
     lines = [
         "# Ablation on the synthetic proxy",
         "",
-        f"Small model, {args.iterations} iterations per run, {args.val_videos} held-out videos, no mirror "
-        "augmentation. J&F: mean over seeds, [min-max] in brackets.",
+        f"Small model, {args.iterations} iterations per run on crops of {qargs.min_scale:g}-{qargs.max_scale:g} of "
+        f"the frame's area, {args.val_videos} held-out videos evaluated at "
+        + ("their own size" if size < 0 else f"a short side of {size} pixels")
+        + ", no mirror augmentation. J&F: mean over seeds, [min-max] in brackets.",
         "",
     ]
     for read, title in (("pmm", "with progressive memory matching (PMM)"), ("parallel", "with parallel matching")):

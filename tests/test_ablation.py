@@ -72,6 +72,8 @@ def test_summary_and_report(tmp_path):
     assert table["pcvos"]["cells"]["L15_parallel"]["mean"] == pytest.approx(0.45)
     ablation.write_report(args, table)
     text = (tmp_path / "ablation.md").read_text()
+    assert "on crops of 0.075-0.3 of the frame's area, 30 held-out videos evaluated at a short side of 256 pixels" \
+           in text
     assert "| PCVOS: per-clip training + ICR | 2 | 0.850 [0.800-0.900] | 0.750 [0.700-0.800] | 0.550 [0.500-0.600] " \
            "| +0.200 | 84.6 / 84.1 / 83.6 / 83.0 |" in text
     assert json.loads((tmp_path / "ablation.json").read_text())["rows"]["pcvos"]["cells"]["L1_pmm"]["seeds"] == 2
