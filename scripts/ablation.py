@@ -105,6 +105,13 @@ def recipe(args: argparse.Namespace) -> argparse.Namespace:
     return qargs
 
 
+def evaluation_size(args: argparse.Namespace) -> int:
+    """The short side the held-out videos are evaluated at, the quickstart's (-1: their own size)."""
+    import quickstart
+
+    return quickstart.eval_size(recipe(args))
+
+
 def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
     """The quickstart's data recipe, with ``--val-videos`` held-out videos."""
     import quickstart
@@ -160,9 +167,7 @@ def train_run(args: argparse.Namespace, row: str, seed: int, train_root: Path, p
 
 def evaluate_run(args: argparse.Namespace, row: str, seed: int, weights: Path, val_root: Path) -> dict:
     """J&F of one run at every clip length and matching; each figure is cached in results/<run>.json."""
-    import quickstart
-
-    size = quickstart.eval_size(recipe(args))
+    size = evaluation_size(args)
     path = args.output / "results" / f"{run_name(row, seed)}.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     if results.get("eval_size") != size:  # figures measured at another size are measured again, not mixed in
@@ -205,9 +210,7 @@ def figure(results: dict, length: int, read: str) -> float | None:
 
 def summarise(args: argparse.Namespace) -> dict:
     """Mean, spread and per-seed J&F of every row measured so far, per clip length and matching."""
-    import quickstart
-
-    size = quickstart.eval_size(recipe(args))
+    size = evaluation_size(args)
     table = {}
     for row in ROWS:
         runs = {}
@@ -236,10 +239,7 @@ def summarise(args: argparse.Namespace) -> dict:
 
 
 def write_report(args: argparse.Namespace, table: dict) -> None:
-    import quickstart
-
-    lengths, qargs = args.clip_lengths, recipe(args)
-    size = quickstart.eval_size(qargs)
+    lengths, qargs, size = args.clip_lengths, recipe(args), evaluation_size(args)
     lines = [
         "# Ablation on the synthetic proxy",
         "",
