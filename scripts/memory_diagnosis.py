@@ -131,9 +131,13 @@ def evaluate_variant(network, variant: str, val_root: Path, size: int, masks: Pa
 
     spec = parse_variant(variant)
     config = EngineConfig(clip_length=spec.length, mem_every=spec.every, memory_read="pmm", flip=False)
-    kind = TruthMemoryEngine if spec.truth else ChunkedRefineEngine if spec.refine_frames else PCVOSEngine
-    engine = kind(network, config)
-    engine.refine_frames = spec.refine_frames
+    if spec.truth:
+        engine = TruthMemoryEngine(network, config)
+    elif spec.refine_frames is not None:
+        engine = ChunkedRefineEngine(network, config)
+        engine.refine_frames = spec.refine_frames
+    else:
+        engine = PCVOSEngine(network, config)
     bench = davis_benchmark(val_root, "2017", "val", masks)
     gt_root = annotations_dir(bench.score.gt_root)
     masks.mkdir(parents=True, exist_ok=True)
@@ -200,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
     import ablation
 
+    from inference.engine import prepare_network
     from model.checkpoint import build_model
     from util.runtime import resolve_device
 
@@ -221,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         if not todo:
             continue
         network, _ = build_model(pth, resolve_device(args.device))
+        prepare_network(network)  # as scripts/ablation.py evaluates: the same masks, channels-last speed
         for variant in todo:
             entry = evaluate_variant(network, variant, val_root, size, out / run / variant)
             results.setdefault(run, {})[variant] = entry

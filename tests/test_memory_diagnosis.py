@@ -76,7 +76,7 @@ def test_icr_variant_refines_the_clip_a_few_frames_at_a_time(davis, small_model,
     assert spans == [2, 2, 1]  # frame 0 is the annotation; frames 1-5 are one clip, refined 2 + 2 + 1
     assert "refine_clip" not in vars(network)  # the network is left as it was
     spans.clear()
-    md.evaluate_variant(network, "L5", davis, -1, tmp_path / "whole")
+    md.evaluate_variant(network, "L5", davis, -1, tmp_path / "chunked")  # a rerun replaces the masks there
     assert spans == [5]
 
 
