@@ -12,6 +12,8 @@ with progressive memory matching (PMM) and with parallel matching, without mirro
     framewise   frame-wise training (1 + 6 x 1 frames), ICR           (Table 2: "Trad." 7 frames)
     stcn-like   frame-wise training, no ICR                           (Table 1: STCN-like / + PMM)
     frames5, frames9, no-clip-loss                                    (Table 2: 5 / 9 frames, no clip supervision)
+    pcvos-staged  the pcvos row in two train.py runs: the first half of the iterations without ICR, the second
+                  half with ICR from those weights (two stages, as the paper pre-trains before its main training)
 
 The script is resumable: a rerun skips the finished trainings and evaluations, continues a training from its
 checkpoint, and rewrites the report (ablation.md, ablation.json) from everything measured so far.
@@ -46,6 +48,7 @@ class Row:
     icr: bool = True
     dice_weight: float = 1.0
     paper: tuple[float, ...] | None = None
+    icr_from: float = 0.0  # with ICR: the share of the iterations trained without it first (a separate run)
 
 
 ROWS: dict[str, Row] = {
@@ -58,10 +61,13 @@ ROWS: dict[str, Row] = {
     "frames9": Row("per-clip, 1 + 4 + 4 frames", (4, 4), paper=(83.8, 83.3, 83.3, 82.7)),  # Table 2
     "no-clip-loss": Row("per-clip, no clip supervision", (3, 3), dice_weight=0.0,
                         paper=(83.7, 83.3, 82.5, 82.0)),  # Table 2
+    "pcvos-staged": Row("PCVOS, ICR added after half of the iterations", (3, 3), icr_from=0.5,
+                        paper=(84.6, 84.1, 83.6, 83.0)),
 }
 #: The paper's STCN-like row without PMM (Table 1, first row), shown beside stcn-like's parallel matching.
 PAPER_STCN_NO_PMM = (82.7, 81.9, 79.6, 78.1)
 DEFAULT_ROWS = ("pcvos", "no-icr", "framewise", "stcn-like")
+LATER_STAGE_SEED = 1000  # a staged run's second train.py run samples with --seed seed + 1000
 PMM_EVERY = 5  # PMM appends in-clip memory every 5 frames: at L <= 5 it equals parallel matching (spec 1.6)
 
 
@@ -121,48 +127,84 @@ def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
     return train_root, val_root
 
 
-def train_command(args: argparse.Namespace, row: str, seed: int, train_root: Path, precision: str) -> list[str]:
-    """``python train.py ...`` for one run: the quickstart's recipe, the row's sample shape and network."""
+@dataclass(frozen=True)
+class Stage:
+    """One train.py run of an ablation run."""
+
+    name: str  # its --run-name (runs/<name>/)
+    iterations: int
+    icr: bool
+    seed: int  # its --seed: a later stage's differs, so that it does not see the earlier stage's samples again
+
+
+def stages(args: argparse.Namespace, row: str, seed: int) -> list[Stage]:
+    """The train.py runs of one ablation run, in order: one, or for a row with ``icr_from`` a run without ICR
+    followed by a run with ICR that starts from its weights (the ablation run's name is the last one's)."""
+    spec, name, n = ROWS[row], run_name(row, seed), args.iterations
+    if not (spec.icr and spec.icr_from > 0):
+        return [Stage(name, n, spec.icr, seed)]
+    first = min(n - 1, max(1, round(n * spec.icr_from)))
+    return [Stage(f"{name}_no-icr", first, False, seed), Stage(name, n - first, True, seed + LATER_STAGE_SEED)]
+
+
+def train_command(args: argparse.Namespace, row: str, seed: int, train_root: Path, precision: str,
+                  stage: Stage | None = None) -> list[str]:
+    """``python train.py ...`` for one run (or one ``stage`` of it): the quickstart's recipe, the row's sample
+    shape and network."""
     spec = ROWS[row]
-    n = args.iterations
+    stage = stage or stages(args, row, seed)[-1]
+    n = stage.iterations
     crop, batch = (64, 2) if args.short else (112, 4)
     qargs = recipe(args)
-    name = run_name(row, seed)
     command = [
         sys.executable, str(ROOT / "train.py"), "--stage", "3", "--model-size", "small", "--iterations", str(n),
         "--batch-size", str(batch), "--lr", "2e-4", "--lr-schedule", "cosine", "--precision", precision,
         "--batchnorm", "train", "--channels-last", "--crop-size", str(crop), "--workers", "0", "--no-imagenet",
         "--youtube-root", str(train_root / "YouTube"), "--davis-root", str(train_root / "DAVIS"),
-        "--output", str(args.output / "runs"), "--run-name", name, "--seed", str(seed),
+        "--output", str(args.output / "runs"), "--run-name", stage.name, "--seed", str(stage.seed),
         "--save-every", str(max(1, min(100, n))), "--log-every", str(max(1, n // 20)),
         "--image-every", str(max(1, n // 4)), "--bootstrap", str(n // 3), str(n), "--progress", "log",
         "--device", args.device, "--dice-weight", str(spec.dice_weight),
         "--clip-frames", *map(str, spec.clip_frames),
         "--min-scale", str(qargs.min_scale), "--max-scale", str(qargs.max_scale),
     ]
-    if not spec.icr:
+    if not stage.icr:
         command.append("--no-icr")
     return command
 
 
 def train_run(args: argparse.Namespace, row: str, seed: int, train_root: Path, precision: str) -> Path:
-    """Train one run (or continue it from its checkpoint); returns its final weights."""
-    folder = args.output / "runs" / run_name(row, seed)
-    final = folder / f"{run_name(row, seed)}_final.pth"
-    if final.is_file():
-        return final
-    checkpoint = folder / f"{run_name(row, seed)}_checkpoint.pth"
-    command = train_command(args, row, seed, train_root, precision)
-    command += ["--resume", str(checkpoint)] if checkpoint.is_file() else ["--overwrite"]
-    print(f"[train] {run_name(row, seed)}: {' '.join(command[1:])}", flush=True)
-    start = time.perf_counter()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    subprocess.run(command, check=True, env=env)
-    minutes = (time.perf_counter() - start) / 60
-    timing = folder / "ablation_timing.json"
-    previous = json.loads(timing.read_text())["minutes"] if timing.is_file() else 0.0
-    write_text(timing, json.dumps({"minutes": previous + minutes, "precision": precision}))
-    return final
+    """Train one run (or continue it from its checkpoint); returns its final weights. The training minutes of
+    all its stages are summed in runs/<run>/ablation_timing.json."""
+    weights, minutes = None, 0.0
+    for stage in stages(args, row, seed):
+        folder = args.output / "runs" / stage.name
+        final = folder / f"{stage.name}_final.pth"
+        timing = folder / "ablation_timing.json"
+        if not final.is_file():
+            checkpoint = folder / f"{stage.name}_checkpoint.pth"
+            command = train_command(args, row, seed, train_root, precision, stage)
+            if checkpoint.is_file():
+                command += ["--resume", str(checkpoint)]
+            else:
+                command += ["--overwrite"] + (["--weights", str(weights)] if weights is not None else [])
+            print(f"[train] {stage.name}: {' '.join(command[1:])}", flush=True)
+            start = time.perf_counter()
+            subprocess.run(command, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            spent = stage_minutes(timing) + (time.perf_counter() - start) / 60
+            write_text(timing, json.dumps({"minutes": minutes + spent, "stage_minutes": spent,
+                                           "precision": precision}))
+        minutes += stage_minutes(timing)
+        weights = final
+    return weights
+
+
+def stage_minutes(timing: Path) -> float:
+    """Training minutes one train.py run has spent so far (0 before it starts)."""
+    if not timing.is_file():
+        return 0.0
+    data = json.loads(timing.read_text())
+    return data.get("stage_minutes", data["minutes"])
 
 
 def evaluate_run(args: argparse.Namespace, row: str, seed: int, weights: Path, val_root: Path) -> dict:

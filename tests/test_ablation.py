@@ -43,8 +43,44 @@ def test_each_row_trains_what_it_names(tmp_path):
     assert after(commands["no-clip-loss"], "--dice-weight") == ["0.0"]
     for row, command in commands.items():
         assert command[1].endswith("train.py"), row
-        assert after(command, "--iterations") == ["300"] and after(command, "--seed") == ["1"]
-        assert after(command, "--bootstrap") == ["100", "300"] and after(command, "--run-name") == [f"{row}_s1"]
+        assert after(command, "--run-name") == [f"{row}_s1"]
+        if row != "pcvos-staged":
+            assert after(command, "--iterations") == ["300"] and after(command, "--seed") == ["1"]
+            assert after(command, "--bootstrap") == ["100", "300"]
+
+
+def test_staged_row_trains_without_icr_then_with_icr_from_those_weights(tmp_path, monkeypatch):
+    args = args_for(tmp_path, "--iterations", "300")
+    first, second = ablation.stages(args, "pcvos-staged", 1)
+    assert (first.name, first.iterations, first.icr, first.seed) == ("pcvos-staged_s1_no-icr", 150, False, 1)
+    assert (second.name, second.iterations, second.icr, second.seed) == ("pcvos-staged_s1", 150, True, 1001)
+    assert [(s.name, s.iterations, s.icr) for s in ablation.stages(args, "pcvos", 1)] == [("pcvos_s1", 300, True)]
+
+    ran = []
+
+    def fake_run(command, check, env):  # stands in for train.py: writes the run's final weights
+        name = command[command.index("--run-name") + 1]
+        ran.append(command)
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}_final.pth").write_bytes(b"weights")
+
+    monkeypatch.setattr(ablation.subprocess, "run", fake_run)
+    weights = ablation.train_run(args, "pcvos-staged", 1, tmp_path / "train", "fp32")
+    assert weights == tmp_path / "runs" / "pcvos-staged_s1" / "pcvos-staged_s1_final.pth"
+    assert len(ran) == 2
+    assert "--no-icr" in ran[0] and "--weights" not in ran[0]
+    assert "--no-icr" not in ran[1]
+    assert ran[1][ran[1].index("--weights") + 1] == str(
+        tmp_path / "runs" / "pcvos-staged_s1_no-icr" / "pcvos-staged_s1_no-icr_final.pth")
+    assert ran[1][ran[1].index("--iterations") + 1] == "150" and ran[1][ran[1].index("--seed") + 1] == "1001"
+    timing = json.loads((tmp_path / "runs" / "pcvos-staged_s1" / "ablation_timing.json").read_text())
+    first_minutes = json.loads(
+        (tmp_path / "runs" / "pcvos-staged_s1_no-icr" / "ablation_timing.json").read_text())["minutes"]
+    assert timing["minutes"] == pytest.approx(first_minutes + timing["stage_minutes"])  # both stages counted
+    ran.clear()
+    assert ablation.train_run(args, "pcvos-staged", 1, tmp_path / "train", "fp32") == weights
+    assert ran == []  # both stages finished: nothing trains again
 
 
 def test_reads_pmm_equals_parallel_up_to_five_frames():
@@ -82,10 +118,12 @@ def test_summary_and_report(tmp_path):
 @pytest.mark.slow
 def test_short_run_trains_each_row_with_train_py_and_resumes(tmp_path, capsys):
     out = tmp_path / "abl"
-    flags = ["--short", "--output", str(out), "--rows", "pcvos", "stcn-like", "--seeds", "0", "--clip-lengths", "1",
-             "7"]
+    flags = ["--short", "--output", str(out), "--rows", "pcvos", "stcn-like", "pcvos-staged", "--seeds", "0",
+             "--clip-lengths", "1", "7"]
     assert ablation.main(flags) == 0
-    for row, refine in (("pcvos", True), ("stcn-like", False)):
+    first_stage = out / "runs" / "pcvos-staged_s0_no-icr" / "pcvos-staged_s0_no-icr_final.pth"
+    assert torch.load(first_stage, map_location="cpu", weights_only=True)["model_config"]["refine"] is False
+    for row, refine in (("pcvos", True), ("stcn-like", False), ("pcvos-staged", True)):
         final = out / "runs" / f"{row}_s0" / f"{row}_s0_final.pth"
         state = torch.load(final, map_location="cpu", weights_only=True)
         assert state["model_config"]["refine"] is refine
