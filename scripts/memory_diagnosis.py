@@ -1,7 +1,7 @@
 """What the masks written into memory cost: an ablation run's checkpoint evaluated with its memory varied.
 
     python scripts/memory_diagnosis.py --ablation ablation_out --runs pcvos_s0 stcn-like_s0
-                                       [--variants L1 L1-every5 L1-truth L5 L5-truth L15-icr5]
+                                       [--variants L1 L1-every5 L1-truth L5 L5-truth L15-icr1]
 
 Each variant segments the ablation's held-out videos (``scripts/ablation.py``: same data, same evaluation size,
 PMM, no mirror augmentation) with one change to what enters memory:
@@ -12,8 +12,9 @@ PMM, no mirror augmentation) with one change to what enters memory:
     L<n>-icr<k>   clip length n, the intra-clip refinement (ICR) run over the clip's frames k at a time
 
 If ``L1-truth`` closes the gap between L = 1 and L = 5, the errors of the masks written into memory are what
-L = 1 pays for; if ``L1-every5`` closes it, it is how often memory is written. If ``L15-icr5`` recovers what
-L = 15 loses against L = 5, it is the refinement over long clips (trained on clips of 3 frames). Output under
+L = 1 pays for; if ``L1-every5`` closes it, it is how often memory is written. If ``L15-icr1`` (the refinement
+over one frame at a time) scores above L = 15, part of what L = 15 loses against L = 5 is the refinement over
+long clips (trained on clips of 3 frames). Output under
 ``<ablation>/memory/``: ``memory.json`` (per run and variant: J&F, J, F and J per frame, the mean over the
 videos' objects), ``memory.md`` (the table), ``j_by_frame.png`` (J per frame, mean over the runs) and the
 masks. Resumable: a rerun evaluates only the variants not yet in memory.json.
@@ -109,16 +110,15 @@ def parse_variant(text: str) -> Variant:
 
 
 def truth_maps(source, gt_dir: Path) -> dict[int, torch.Tensor]:
-    """Every frame's ground truth as engine slots: the first frame's ids in increasing order -> 1..K (the
-    slots the engine gives them), other ids -> 0."""
+    """Every frame's ground truth as engine slots: the first frame's ids get slots 1..K in increasing order, as
+    the benchmark run gives them (``ObjectManager``); other ids -> 0."""
+    from inference.objects import ObjectManager
     from util.davis_metrics import read_mask
 
-    first = read_mask(gt_dir / f"{source.frame_names[0]}.png")
-    slots = {int(v): i + 1 for i, v in enumerate(sorted(int(v) for v in np.unique(first) if v > 0))}
-    lut = np.zeros(256, dtype=np.int64)
-    for value, slot in slots.items():
-        lut[value] = slot
-    return {t: torch.from_numpy(lut[read_mask(gt_dir / f"{name}.png")]) for t, name in enumerate(source.frame_names)}
+    objects = ObjectManager()
+    objects.add([int(v) for v in np.unique(read_mask(gt_dir / f"{source.frame_names[0]}.png")) if v > 0])
+    return {t: torch.from_numpy(objects.slot_map(read_mask(gt_dir / f"{name}.png")))
+            for t, name in enumerate(source.frame_names)}
 
 
 def evaluate_variant(network, variant: str, val_root: Path, size: int, masks: Path) -> dict:
