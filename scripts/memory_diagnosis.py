@@ -123,11 +123,7 @@ def truth_maps(source, gt_dir: Path) -> dict[int, torch.Tensor]:
 
 def evaluate_variant(network, variant: str, val_root: Path, size: int, masks: Path) -> dict:
     """J&F, J, F and J per frame (mean over every object of every video) of one variant."""
-    from dataset.benchmarks import davis_benchmark
-    from inference.benchmark_run import evaluate_benchmark, segment_benchmark_video
     from inference.engine import EngineConfig
-    from util.davis_metrics import annotations_dir
-    from util.writer import MaskWriter
 
     spec = parse_variant(variant)
     config = EngineConfig(clip_length=spec.length, mem_every=spec.every, memory_read="pmm", flip=False)
@@ -138,13 +134,34 @@ def evaluate_variant(network, variant: str, val_root: Path, size: int, masks: Pa
         engine.refine_frames = spec.refine_frames
     else:
         engine = PCVOSEngine(network, config)
+
+    def before_video(source, gt_dir: Path) -> None:
+        if spec.truth:
+            engine.truth = truth_maps(source, gt_dir)
+
+    return score_engine(engine, val_root, size, masks, before_video)
+
+
+def score_engine(engine, val_root: Path, size: int, masks: Path, before_video=None, videos: int | None = None) -> dict:
+    """Segment the held-out videos under ``val_root`` (the first ``videos`` of them; all when None) with
+    ``engine`` at ``size``, masks to ``masks``; J&F, J, F and J per frame (mean over every object of every video).
+
+    ``before_video(source, gt_dir)`` runs before each video is segmented.
+    """
+    from dataset.benchmarks import davis_benchmark
+    from inference.benchmark_run import evaluate_benchmark, segment_benchmark_video
+    from util.davis_metrics import annotations_dir
+    from util.writer import MaskWriter
+
     bench = davis_benchmark(val_root, "2017", "val", masks)
+    if videos is not None:
+        bench.sources = bench.sources[:videos]
     gt_root = annotations_dir(bench.score.gt_root)
     masks.mkdir(parents=True, exist_ok=True)
     with MaskWriter() as writer:
         for source in bench.sources:
-            if spec.truth:
-                engine.truth = truth_maps(source, gt_root / source.name)
+            if before_video is not None:
+                before_video(source, gt_root / source.name)
             segment_benchmark_video(engine, source, bench, size, writer, workers=0)
     evaluation = evaluate_benchmark(bench)
     row = evaluation.global_row()
@@ -181,6 +198,26 @@ def write_report(out: Path, results: dict) -> None:
         save_png(chart.render(), out / "j_by_frame.png")
 
 
+def ablation_checkpoints(folder: Path, runs: list[str]) -> tuple[Path, int, dict[str, Path]]:
+    """(held-out videos, evaluation size, run -> final checkpoint) of an ablation output folder.
+
+    Raises:
+        FileNotFoundError: naming the folder or run, when the data or a run's final checkpoint is missing.
+    """
+    import ablation
+
+    recipe = ablation.build_parser().parse_args(["--output", str(folder)])
+    val_root = folder / "data" / "val"
+    if not val_root.is_dir():
+        raise FileNotFoundError(f"--ablation {folder}: no data/val/ folder; run scripts/ablation.py there first")
+    weights = {run: folder / "runs" / run / f"{run}_final.pth" for run in runs}
+    for run, path in weights.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"--runs {run}: {path} does not exist; name a finished run under "
+                                    f"{folder / 'runs'}")
+    return val_root, ablation.evaluation_size(recipe), weights
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line (docs/cli.md)."""
     p = new_parser(__doc__)
@@ -202,22 +239,11 @@ def main(argv: list[str] | None = None) -> int:
             parse_variant(variant)
         except ValueError as error:
             parser.error(str(error))
-    import ablation
-
+    val_root, size, weights = ablation_checkpoints(args.ablation, args.runs)
     from inference.engine import prepare_network
     from model.checkpoint import build_model
     from util.runtime import resolve_device
 
-    recipe = ablation.build_parser().parse_args(["--output", str(args.ablation)])
-    val_root = args.ablation / "data" / "val"
-    if not val_root.is_dir():
-        raise FileNotFoundError(f"--ablation {args.ablation}: no data/val/ folder; run scripts/ablation.py there first")
-    weights = {run: args.ablation / "runs" / run / f"{run}_final.pth" for run in args.runs}
-    for run, path in weights.items():
-        if not path.is_file():
-            raise FileNotFoundError(f"--runs {run}: {path} does not exist; name a finished run under "
-                                    f"{args.ablation / 'runs'}")
-    size = ablation.evaluation_size(recipe)
     out = args.ablation / "memory"
     path = out / "memory.json"
     results = json.loads(path.read_text()) if path.is_file() else {}

@@ -16,7 +16,7 @@ from util.arguments import HelpFormatter, help_with_default
 ROOT = Path(__file__).resolve().parents[1]
 DRIVERS = ("segment", "eval_generic", "eval_davis", "eval_youtube", "inference_pretrained_pcvos", "interactive_demo")
 SCRIPTS = ("ablation", "bench_memory", "bench_score_davis", "benchmark", "download", "make_synthetic",
-           "memory_diagnosis", "precision_agreement", "quickstart", "resize_youtube", "score_davis")
+           "memory_diagnosis", "icr_diagnosis", "precision_agreement", "quickstart", "resize_youtube", "score_davis")
 COMMANDS = (*DRIVERS, "train", *(f"scripts/{name}" for name in SCRIPTS))
 #: hidden flags that are no old name: bench_memory's subprocess protocol
 INTERNAL = {("scripts/bench_memory", "--worker")}
