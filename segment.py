@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"overlay: {args.overlay} ({video.frames} frames)")
     if args.output is not None:
         print(f"masks: {written} PNGs in {args.output}")
-    print(summary_line(stream.name, "1 video", sum(s.frames for s in stats), sum(s.seconds for s in stats),
+    # both: the two runs start at the first mask's frame; the video's frames are counted once (the time is both runs')
+    shared = 1 if args.direction == "both" and backward is not None else 0
+    print(summary_line(stream.name, "1 video", sum(s.frames for s in stats) - shared, sum(s.seconds for s in stats),
                        sum(s.engine_seconds for s in stats), monitor))
     return 0
 

@@ -381,7 +381,9 @@ def test_segment_both_directions_before_a_middle_mask_equal_a_forward_run_on_the
     m, common = 4, ["--model", str(model), "--size", "-1", "-L", "3", *FAST]
     assert segment.main(["--video", str(frames), "--mask", f"{m}:{mask}", "--output", str(tmp_path / "both"),
                          *common]) == 0  # the default direction: both
-    assert "masks: 9 PNGs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "masks: 9 PNGs" in out
+    assert ": 1 video, 9 frames in " in out  # frame m starts both runs: counted once
     assert segment.main(["--video", str(frames), "--mask", f"{m}:{mask}", "--output", str(tmp_path / "fwd"),
                          "--direction", "forward", *common]) == 0
     reverse = _reversed_folder(frames, m, tmp_path / "reversed")
