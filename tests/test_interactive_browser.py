@@ -1,11 +1,15 @@
 """The interactive page in a real browser: headless Chromium driven by Selenium draws a mask with mouse
-events, propagates, corrects one frame, exports, and checks the exported masks' values. Saves the
-screenshots docs/interactive.md shows. Skips (one line) where Chromium or chromedriver is missing.
+events, propagates, corrects one frame, exports, and checks the exported masks' values. Takes the
+screenshots docs/interactive.md shows: into the folder PCVOS_SCREENSHOTS names
+(``PCVOS_SCREENSHOTS=docs/images pytest tests/test_interactive_browser.py`` renews the page's pictures), else into
+the test's temporary folder, so a test run leaves the checkout as it was. Skips (one line) where Chromium or
+chromedriver is missing.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import socket
 import threading
@@ -21,8 +25,6 @@ from PIL import Image
 import interactive_demo
 from dataset import synthetic as syn
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGES = REPO / "docs" / "images"
 H, W = 96, 160
 FRAMES = 10
 
@@ -149,8 +151,9 @@ def _annotation(server, session_id: str, frame: int) -> np.ndarray:
     return np.array(Image.open(path))
 
 
-def test_draw_propagate_correct_export(server, browser):
+def test_draw_propagate_correct_export(server, browser, tmp_path):
     driver = browser
+    shots = Path(os.environ.get("PCVOS_SCREENSHOTS") or tmp_path)
     driver.get(server["url"])
     driver.find_element(By.ID, "open-path").send_keys(str(server["root"] / "clip.mp4"))
     driver.find_element(By.ID, "open-button").click()
@@ -189,15 +192,15 @@ def test_draw_propagate_correct_export(server, browser):
     stroke = drawn == 2
     assert 320 < stroke.sum() < 390, f"a 20 px stroke of radius 6 covers about 353 pixels, not {stroke.sum()}"
     assert abs(np.nonzero(stroke)[0].mean() - cy) < 2 and abs(np.nonzero(stroke)[1].mean() - cx) < 2
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(IMAGES / "interactive-annotate.png"))
+    shots.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(shots / "interactive-annotate.png"))
     first_annotation = _annotation(server, session_id, 0)
 
     # propagate forward from frame 0
     driver.find_element(By.ID, "propagate-forward").click()
     _wait(driver, "return window.pcvos.timings.finished === 'done'")
     assert driver.execute_script("return window.pcvos.timings.firstMaskMs") > 0
-    driver.save_screenshot(str(IMAGES / "interactive-propagated.png"))
+    assert driver.save_screenshot(str(shots / "interactive-propagated.png"))
 
     # correct frame 5: a blob of object 1 where nothing was
     assert driver.execute_script("return window.pcvos.frame") == FRAMES - 1, "the view follows the propagation"
@@ -235,4 +238,4 @@ def test_draw_propagate_correct_export(server, browser):
     folder = server["root"] / "sessions" / session_id / "exports" / "masks"
     for i in range(FRAMES):
         assert archive.read(f"masks/{i:05d}.png") == (folder / f"{i:05d}.png").read_bytes()
-    driver.save_screenshot(str(IMAGES / "interactive-export.png"))
+    assert driver.save_screenshot(str(shots / "interactive-export.png"))
