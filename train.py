@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "pixels from iteration END on")
     parser.add_argument("--dice-weight", type=float, default=d.dice_weight,
                         help="weight of the clip (Dice) loss; 0 = no clip supervision")
+    parser.add_argument("--icr-lr-scale", type=float, default=d.icr_lr_scale, metavar="FACTOR",
+                        help="learning rate of the intra-clip refinement (input_proj, refine_transformer) = --lr "
+                             "times this")
     parser.add_argument("--quality-head", action="store_true",
                         help="also train the quality head (IoU regression) that --memory quality can use")
     parser.add_argument("--quality-only", action="store_true",
@@ -179,7 +182,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         youtube_root=args.youtube_root, davis_root=args.davis_root, bl30k_root=args.bl30k_root,
         clip_lengths=tuple(args.clip_lengths) if args.clip_lengths else None, intra_gap=args.intra_gap,
         gap_low=args.gap_low, gap_high=args.gap_high, bootstrap_start=args.bootstrap[0],
-        bootstrap_end=args.bootstrap[1], dice_weight=args.dice_weight, stop_after=args.stop_after,
+        bootstrap_end=args.bootstrap[1], dice_weight=args.dice_weight, icr_lr_scale=args.icr_lr_scale,
+        stop_after=args.stop_after,
         progress=args.progress, tensorboard=not args.no_tensorboard,
         quality_head=args.quality_head or args.quality_only, quality_only=args.quality_only,
         quality_weight=args.quality_weight,

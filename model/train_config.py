@@ -77,6 +77,9 @@ class TrainConfig:
     bootstrap_start: int = 20_000
     bootstrap_end: int = 70_000
     dice_weight: float = 1.0
+    # learning rate of the intra-clip refinement (input_proj, refine_transformer) = lr x this; its attention
+    # starts near uniform and its residual branches small (trunc_normal std 0.02), docs/ablation.md
+    icr_lr_scale: float = 1.0
     quality_head: bool = False  # also train the optional quality head (IoU regression; --memory quality)
     quality_only: bool = False  # train only the quality head, everything else frozen (on top of --weights)
     quality_weight: float = 1.0  # weight of the quality loss (QDMN: 1)

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from model.checkpoint import QUALITY_PREFIX, atomic_save, load_file, load_weights
+from model.checkpoint import QUALITY_PREFIX, REFINE_PREFIXES, atomic_save, load_file, load_weights
 from model.curves import CURVES_JSON, CURVES_PNG, TrainingCurves, frame_tiles
 from model.encoders import load_imagenet_weights
 from model.losses import BootstrapSchedule
@@ -76,6 +76,12 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError("--quality-only trains the quality head alone: it needs --quality-head")
     if out.stop_after is not None and out.stop_after < 1:
         raise ValueError(f"--stop-after {out.stop_after}: must be >= 1 iteration")
+    if not out.icr_lr_scale > 0:
+        raise ValueError(f"--icr-lr-scale {out.icr_lr_scale}: the refinement's learning rate is --lr times this; "
+                         "give a number > 0 (1 = the same as the rest)")
+    if out.icr_lr_scale != 1.0 and (not out.refine or out.quality_only):
+        raise ValueError(f"--icr-lr-scale {out.icr_lr_scale}: this run trains no refinement "
+                         f"({'--no-icr' if not out.refine else '--quality-only'}); leave --icr-lr-scale out")
     return out
 
 
@@ -211,6 +217,18 @@ class CosineFactor:
         return 0.5 * (1.0 + math.cos(math.pi * min(iteration, self.total) / self.total))
 
 
+def parameter_groups(net: PCVOS, config: TrainConfig) -> list[dict]:
+    """The optimiser's parameter groups: one at ``lr``, or with ``icr_lr_scale`` != 1 the refinement's parameters
+    (``input_proj``, ``refine_transformer``) in a second group at ``lr x icr_lr_scale``. Frozen parameters are left
+    out."""
+    trained = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
+    if config.icr_lr_scale == 1.0:
+        return [{"params": [p for _, p in trained]}]
+    refine = [p for name, p in trained if name.startswith(REFINE_PREFIXES)]
+    rest = [p for name, p in trained if not name.startswith(REFINE_PREFIXES)]
+    return [{"params": rest}] + ([{"params": refine, "lr": config.lr * config.icr_lr_scale}] if refine else [])
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
     """The learning-rate schedule of ``config`` (stepped once per iteration)."""
     if config.lr_schedule == "cosine":
@@ -283,9 +301,8 @@ class Trainer:
             )
         else:
             self.model = self.unroll
-        params = [p for p in self.net.parameters() if p.requires_grad]
         opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-        self.optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = opt_cls(parameter_groups(self.net, config), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.bootstrap = BootstrapSchedule(config.bootstrap_start, config.bootstrap_end)

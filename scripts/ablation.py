@@ -14,6 +14,7 @@ with progressive memory matching (PMM) and with parallel matching, without mirro
     frames5, frames9, no-clip-loss                                    (Table 2: 5 / 9 frames, no clip supervision)
     pcvos-staged  the pcvos row in two train.py runs: the first half of the iterations without ICR, the second
                   half with ICR from those weights (two stages, as the paper pre-trains before its main training)
+    pcvos-icr-lr10  the pcvos row with the refinement at 10 times the learning rate (train.py --icr-lr-scale 10)
 
 The script is resumable: a rerun skips the finished trainings and evaluations, continues a training from its
 checkpoint, and rewrites the report (ablation.md, ablation.json) from everything measured so far.
@@ -49,6 +50,7 @@ class Row:
     dice_weight: float = 1.0
     paper: tuple[float, ...] | None = None
     icr_from: float = 0.0  # with ICR: the share of the iterations trained without it first (a separate run)
+    icr_lr_scale: float = 1.0  # the refinement's learning rate = the rest's x this (train.py --icr-lr-scale)
 
 
 ROWS: dict[str, Row] = {
@@ -63,6 +65,8 @@ ROWS: dict[str, Row] = {
                         paper=(83.7, 83.3, 82.5, 82.0)),  # Table 2
     "pcvos-staged": Row("PCVOS, ICR added after half of the iterations", (3, 3), icr_from=0.5,
                         paper=(84.6, 84.1, 83.6, 83.0)),
+    "pcvos-icr-lr10": Row("PCVOS, ICR at 10x the learning rate", (3, 3), icr_lr_scale=10.0,
+                          paper=(84.6, 84.1, 83.6, 83.0)),
 }
 #: The paper's STCN-like row without PMM (Table 1, first row), shown beside stcn-like's parallel matching.
 PAPER_STCN_NO_PMM = (82.7, 81.9, 79.6, 78.1)
@@ -170,6 +174,8 @@ def train_command(args: argparse.Namespace, row: str, seed: int, train_root: Pat
     ]
     if not stage.icr:
         command.append("--no-icr")
+    elif spec.icr_lr_scale != 1.0:
+        command += ["--icr-lr-scale", str(spec.icr_lr_scale)]
     return command
 
 

@@ -41,6 +41,9 @@ def test_each_row_trains_what_it_names(tmp_path):
     for command in commands.values():  # the quickstart's training crops (enlarged 1.2-2.4 times)
         assert after(command, "--min-scale") == ["0.075"] and after(command, "--max-scale") == ["0.3"]
     assert after(commands["no-clip-loss"], "--dice-weight") == ["0.0"]
+    assert after(commands["pcvos-icr-lr10"], "--icr-lr-scale") == ["10.0"]
+    assert after(commands["pcvos-icr-lr10"], "--clip-frames") == ["3", "3"]
+    assert not any("--icr-lr-scale" in command for row, command in commands.items() if row != "pcvos-icr-lr10")
     for row, command in commands.items():
         assert command[1].endswith("train.py"), row
         assert after(command, "--run-name") == [f"{row}_s1"]

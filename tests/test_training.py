@@ -457,3 +457,30 @@ def test_every_flag_says_its_default_and_unit():
     assert "(default: 20000 70000)" in helps["--bootstrap"] and "(default: off)" in helps["--overwrite"]
     args = parser.parse_args(["--stage", "3", "--weights", "a.pth", "--resume", "b.pth"])  # both accepted
     assert (args.weights, args.resume) == ("a.pth", "b.pth")
+
+
+def test_icr_lr_scale_gives_the_refinement_its_own_learning_rate():
+    from model.checkpoint import REFINE_PREFIXES
+    from model.network import PCVOS, PCVOSConfig
+    from model.trainer import build_scheduler, parameter_groups
+
+    net = PCVOS(PCVOSConfig.small())
+    names = {id(p): name for name, p in net.named_parameters()}
+    config = resolve(TrainConfig(stage=3, iterations=8, lr=2e-4, lr_schedule="cosine", icr_lr_scale=10.0))
+    optimizer = torch.optim.Adam(parameter_groups(net, config), lr=config.lr)
+    rest, refine = optimizer.param_groups
+    assert (rest["lr"], refine["lr"]) == (pytest.approx(2e-4), pytest.approx(2e-3))
+    assert all(names[id(p)].startswith(REFINE_PREFIXES) for p in refine["params"])
+    assert not any(names[id(p)].startswith(REFINE_PREFIXES) for p in rest["params"])
+    assert len(rest["params"]) + len(refine["params"]) == len(list(net.parameters()))
+    scheduler = build_scheduler(optimizer, config)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr() == [pytest.approx(1e-4), pytest.approx(1e-3)]  # the schedule scales both
+    # the default is one group: the optimiser state of earlier runs and checkpoints stays as it was
+    assert len(parameter_groups(net, resolve(TrainConfig(stage=3)))) == 1
+    with pytest.raises(ValueError, match="--icr-lr-scale 0.0: .* give a number > 0"):
+        resolve(TrainConfig(stage=3, icr_lr_scale=0.0))
+    with pytest.raises(ValueError, match="--icr-lr-scale 10.0: this run trains no refinement \\(--no-icr\\)"):
+        resolve(TrainConfig(stage=3, icr_lr_scale=10.0, refine=False))
