@@ -63,7 +63,7 @@ def test_segment_py_first_line_and_summary(small_model, two_generic_videos, tmp_
         "frames + the 1 most recent) | flip off | size original resolution | direction both"
     )
     summary = lines[-1]
-    assert summary.startswith("g_000: 1 video, 6 frames in ")  # frames 2..4 forward, 2..0 backward (2 twice)
+    assert summary.startswith("g_000: 1 video, 5 frames in ")  # frames 2..4 forward, 2..0 backward: 2 counted once
     assert re.search(r"; [\d.]+ FPS end to end, [\d.]+ FPS engine; peak memory \d+ MiB RSS; ", summary), summary
     # fifo 1 at L = 1: the annotated frame and the most recent one, each H/16 x W/16 elements
     assert _kept(summary) == (2, 2 * CELLS)
