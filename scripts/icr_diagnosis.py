@@ -17,8 +17,9 @@ and the refined readout as a whole: how much it changes when the refinement runs
 the whole clip, ||R(clip) - R(frame by frame)|| / ||R(clip)||. The weights are means over the real (unpadded)
 query tokens of every clip, the norms over every clip's objects.
 
-A run trained without ICR is given a freshly initialised one (seed 0), the network the second stage of the
-``pcvos-staged`` row starts from: what an untrained refinement exchanges. Its J&F is not a model's score.
+A run trained without ICR is given a freshly initialised one (seed 0), as the second stage of the
+``pcvos-staged`` row starts (there with its own seed): what an untrained refinement exchanges. Its J&F is not a
+model's score.
 
 Output under ``<ablation>/icr/``: ``icr.json`` (per run and clip length: J&F and the figures above per block) and
 ``icr.md`` (the table). Resumable: a rerun measures only the runs and clip lengths not yet in icr.json.
