@@ -344,6 +344,9 @@ class Trainer:
         if state["model_config"] != self.net.config.to_dict() or state["stage"] != self.config.stage:
             raise ValueError(f"{path}: stage/model differ from this run (stage {state['stage']}); use --weights")
         self.net.load_state_dict(state["network"], strict=True)
+        if len(state["optimizer"]["param_groups"]) != len(self.optimizer.param_groups):
+            raise ValueError(f"{path}: saved with another --icr-lr-scale than this run's {self.config.icr_lr_scale} "
+                             "(the refinement in its own learning-rate group or not); resume with the run's flags")
         self.optimizer.load_state_dict(state["optimizer"])
         sched = dict(state["scheduler"])
         if ("milestones" in sched) != isinstance(self.scheduler, torch.optim.lr_scheduler.MultiStepLR):

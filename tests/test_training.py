@@ -148,6 +148,9 @@ def test_resume_is_bit_exact(data, tmp_path, schedule):
         other = dataclasses.replace(part, lr_schedule="step", resume=str(first.checkpoint))
         with pytest.raises(ValueError, match="lr-schedule"):
             train.run_full(other)
+    other = dataclasses.replace(part, icr_lr_scale=10.0, resume=str(first.checkpoint))
+    with pytest.raises(ValueError, match="saved with another --icr-lr-scale than this run's 10.0"):
+        train.run_full(other)
 
 
 @pytest.mark.slow
