@@ -254,9 +254,14 @@ def load_quality_head(model: PCVOS, path: str | Path) -> None:
         raise CheckpointError(f"{path}: not a quality-head checkpoint ({error})") from error
 
 
-def build_model(path: str | Path | None, device: torch.device | str = "cpu") -> tuple[PCVOS, LoadReport | None]:
-    """Build the network a checkpoint needs, load it, move it to ``device`` in eval mode."""
-    config = config_from_checkpoint(path) if path is not None else PCVOSConfig()
+def build_model(
+    path: str | Path | None, device: torch.device | str = "cpu", config: PCVOSConfig | None = None
+) -> tuple[PCVOS, LoadReport | None]:
+    """Build the network a checkpoint needs (or ``config``'s, e.g. the checkpoint's with a refinement added: the
+    parts the file lacks keep their fresh initialisation, as :func:`load_weights` allows), load it, move it to
+    ``device`` in eval mode."""
+    if config is None:
+        config = config_from_checkpoint(path) if path is not None else PCVOSConfig()
     model = PCVOS(config)
     report = load_weights(model, path) if path is not None else None
     return model.to(device).eval(), report

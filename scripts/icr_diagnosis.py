@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from memory_diagnosis import ablation_checkpoints, score_engine  # noqa: E402
+from memory_diagnosis import ablation_checkpoints, add_run_arguments, measure_runs, score_engine  # noqa: E402
 
 from model.refine import effective_window, window_partition  # noqa: E402
 from util.arguments import new_parser  # noqa: E402
@@ -199,15 +198,12 @@ def load_network(path: Path, device: torch.device):
 
     Returns (network, fresh): fresh is True when the refinement is untrained.
     """
-    from model.checkpoint import config_from_checkpoint, load_weights
-    from model.network import PCVOS
+    from model.checkpoint import build_model, config_from_checkpoint
 
     config = config_from_checkpoint(path)
-    fresh = not config.refine
     torch.manual_seed(0)
-    network = PCVOS(dataclasses.replace(config, refine=True))
-    load_weights(network, path)
-    return network.to(device).eval(), fresh
+    network, _ = build_model(path, device, dataclasses.replace(config, refine=True))
+    return network, not config.refine
 
 
 def measure(network, val_root: Path, size: int, clip_length: int, masks: Path, videos: int | None) -> dict:
@@ -246,15 +242,11 @@ def write_report(out: Path, results: dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The command line (docs/cli.md)."""
     p = new_parser(__doc__)
-    p.add_argument("--ablation", type=Path, default=Path("ablation_out"), metavar="FOLDER",
-                   help="the output folder of scripts/ablation.py: its data, runs and evaluation size")
-    p.add_argument("--runs", nargs="+", required=True, metavar="RUN",
-                   help="ablation runs to diagnose, by their folder under <ablation>/runs/, e.g. pcvos_s0")
+    add_run_arguments(p)
     p.add_argument("--clip-lengths", nargs="+", type=int, default=[5], metavar="L",
                    help="clip lengths to measure the refinement at")
     p.add_argument("--val-videos", type=int, default=None, metavar="N",
                    help="measure on the first N of the ablation's held-out videos (all of them when left out)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
     return p
 
 
@@ -270,22 +262,22 @@ def main(argv: list[str] | None = None) -> int:
     from util.runtime import resolve_device
 
     out = args.ablation / "icr"
-    path = out / "icr.json"
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    for run, pth in weights.items():
-        todo = [n for n in args.clip_lengths if str(n) not in results.get(run, {})]
-        if not todo:
-            continue
-        network, fresh = load_network(pth, resolve_device(args.device))
-        for length in todo:
-            entry = measure(network, val_root, size, length, out / run / f"L{length}", args.val_videos)
-            entry["fresh"] = fresh
-            results.setdefault(run, {})[str(length)] = entry
-            blocks = entry["blocks"]
-            other = ", ".join(f"{v['other frames']:.3f}" for k, v in blocks.items() if k != "readout")
-            print(f"[icr] {run} L={length}: J&F {entry['J&F']:.3f}, weight on other frames per block {other}, "
-                  f"exchange {blocks['readout']['exchange']:.4f}", flush=True)
-            write_text(path, json.dumps(results, indent=1))
+
+    def load(pth: Path):
+        return load_network(pth, resolve_device(args.device))
+
+    def run_one(loaded, run: str, length: str) -> dict:
+        network, fresh = loaded
+        entry = measure(network, val_root, size, int(length), out / run / f"L{length}", args.val_videos)
+        return {**entry, "fresh": fresh}
+
+    def describe(run: str, length: str, entry: dict) -> str:
+        blocks = entry["blocks"]
+        other = ", ".join(f"{v['other frames']:.3f}" for k, v in blocks.items() if k != "readout")
+        return (f"[icr] {run} L={length}: J&F {entry['J&F']:.3f}, weight on other frames per block {other}, "
+                f"exchange {blocks['readout']['exchange']:.4f}")
+
+    results = measure_runs(out / "icr.json", weights, [str(n) for n in args.clip_lengths], load, run_one, describe)
     write_report(out, results)
     print(f"icr diagnosis: report in {out / 'icr.md'}")
     return 0

@@ -218,16 +218,39 @@ def ablation_checkpoints(folder: Path, runs: list[str]) -> tuple[Path, int, dict
     return val_root, ablation.evaluation_size(recipe), weights
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line (docs/cli.md)."""
-    p = new_parser(__doc__)
+def measure_runs(path: Path, weights: dict[str, Path], keys: list[str], load, measure, describe) -> dict:
+    """The resumable loop of a diagnosis: ``results[run][key] = measure(network, run, key)`` for every run and
+    every key not yet in the JSON file ``path``, ``network = load(checkpoint)`` once per run with work left; the file
+    is rewritten after each measurement and ``describe(run, key, entry)`` printed. Returns every result."""
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    for run, pth in weights.items():
+        todo = [key for key in keys if key not in results.get(run, {})]
+        if not todo:
+            continue
+        network = load(pth)
+        for key in todo:
+            entry = measure(network, run, key)
+            results.setdefault(run, {})[key] = entry
+            print(describe(run, key, entry), flush=True)
+            write_text(path, json.dumps(results, indent=1))
+    return results
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """--ablation, --runs and --device: which ablation runs a diagnosis reads, and where it runs them."""
     p.add_argument("--ablation", type=Path, default=Path("ablation_out"), metavar="FOLDER",
                    help="the output folder of scripts/ablation.py: its data, runs and evaluation size")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN",
                    help="ablation runs to diagnose, by their folder under <ablation>/runs/, e.g. pcvos_s0")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/cli.md)."""
+    p = new_parser(__doc__)
+    add_run_arguments(p)
     p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), metavar="VARIANT",
                    help=f"L<n>, L<n>-every<m>, L<n>-truth or L<n>-icr<k> (default: {' '.join(DEFAULT_VARIANTS)})")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
     return p
 
 
@@ -245,19 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     from util.runtime import resolve_device
 
     out = args.ablation / "memory"
-    path = out / "memory.json"
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    for run, pth in weights.items():
-        todo = [v for v in args.variants if v not in results.get(run, {})]
-        if not todo:
-            continue
+
+    def load(pth: Path):
         network, _ = build_model(pth, resolve_device(args.device))
-        prepare_network(network)  # as scripts/ablation.py evaluates: the same masks, channels-last speed
-        for variant in todo:
-            entry = evaluate_variant(network, variant, val_root, size, out / run / variant)
-            results.setdefault(run, {})[variant] = entry
-            print(f"[memory] {run} {variant}: J&F {entry['J&F']:.3f}", flush=True)
-            write_text(path, json.dumps(results, indent=1))
+        return prepare_network(network)  # as scripts/ablation.py evaluates: the same masks, channels-last speed
+
+    results = measure_runs(
+        out / "memory.json", weights, args.variants, load,
+        lambda network, run, variant: evaluate_variant(network, variant, val_root, size, out / run / variant),
+        lambda run, variant, entry: f"[memory] {run} {variant}: J&F {entry['J&F']:.3f}")
     write_report(out, results)
     print(f"memory diagnosis: report in {out / 'memory.md'}")
     return 0

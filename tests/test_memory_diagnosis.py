@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -99,3 +100,34 @@ def test_missing_ablation_output_or_run_is_named(tmp_path):
         md.main(["--ablation", str(tmp_path), "--runs", "pcvos_s9"])
     with pytest.raises(SystemExit):
         md.main(["--ablation", str(tmp_path), "--runs", "pcvos_s0", "--variants", "L1-oracle"])
+
+
+def test_measure_runs_measures_only_what_is_missing_and_saves_each_result(tmp_path, capsys):
+    loaded, measured = [], []
+    weights = {"a_s0": tmp_path / "a.pth", "b_s0": tmp_path / "b.pth"}
+
+    def load(pth):
+        loaded.append(pth.name)
+        return pth.stem
+
+    saved: list[int] = []  # results in the file when each measurement starts
+
+    def measure(network, run, key):
+        path = tmp_path / "r.json"
+        saved.append(sum(len(v) for v in json.loads(path.read_text()).values()) if path.is_file() else 0)
+        measured.append((network, run, key))
+        return {"J&F": float(len(measured))}
+
+    results = md.measure_runs(tmp_path / "r.json", weights, ["L1", "L5"], load, measure,
+                              lambda run, key, entry: f"{run} {key} {entry['J&F']}")
+    assert measured == [("a", "a_s0", "L1"), ("a", "a_s0", "L5"), ("b", "b_s0", "L1"), ("b", "b_s0", "L5")]
+    assert loaded == ["a.pth", "b.pth"] and "b_s0 L5 4.0" in capsys.readouterr().out
+    assert results["b_s0"] == {"L1": {"J&F": 3.0}, "L5": {"J&F": 4.0}}
+    assert saved == [0, 1, 2, 3]  # the file is rewritten after each measurement: an interruption loses one
+    loaded.clear(), measured.clear()
+    again = md.measure_runs(tmp_path / "r.json", weights, ["L5", "L15"], load, measure, lambda *_: "")
+    assert measured == [("a", "a_s0", "L15"), ("b", "b_s0", "L15")] and loaded == ["a.pth", "b.pth"]
+    assert again["a_s0"] == {"L1": {"J&F": 1.0}, "L5": {"J&F": 2.0}, "L15": {"J&F": 1.0}}
+    loaded.clear()
+    md.measure_runs(tmp_path / "r.json", weights, ["L1"], load, measure, lambda *_: "")
+    assert loaded == []  # nothing left to measure: no checkpoint is even loaded
