@@ -343,10 +343,13 @@ class Trainer:
             raise ValueError(f"{path}: not a train.py training checkpoint (use --weights for plain weights)")
         if state["model_config"] != self.net.config.to_dict() or state["stage"] != self.config.stage:
             raise ValueError(f"{path}: stage/model differ from this run (stage {state['stage']}); use --weights")
+        # The scheduler's state carries each group's base learning rate, so a run resumed under another scale would
+        # silently keep the saved one (or, from 1 to another, fail on torch's parameter-group mismatch).
+        saved_scale = (state.get("config") or {}).get("icr_lr_scale", 1.0)
+        if saved_scale != self.config.icr_lr_scale:
+            raise ValueError(f"{path}: saved with --icr-lr-scale {saved_scale:g}, this run has "
+                             f"{self.config.icr_lr_scale:g}; resume with the run's flags")
         self.net.load_state_dict(state["network"], strict=True)
-        if len(state["optimizer"]["param_groups"]) != len(self.optimizer.param_groups):
-            raise ValueError(f"{path}: saved with another --icr-lr-scale than this run's {self.config.icr_lr_scale} "
-                             "(the refinement in its own learning-rate group or not); resume with the run's flags")
         self.optimizer.load_state_dict(state["optimizer"])
         sched = dict(state["scheduler"])
         if ("milestones" in sched) != isinstance(self.scheduler, torch.optim.lr_scheduler.MultiStepLR):

@@ -149,7 +149,15 @@ def test_resume_is_bit_exact(data, tmp_path, schedule):
         with pytest.raises(ValueError, match="lr-schedule"):
             train.run_full(other)
     other = dataclasses.replace(part, icr_lr_scale=10.0, resume=str(first.checkpoint))
-    with pytest.raises(ValueError, match="saved with another --icr-lr-scale than this run's 10.0"):
+    with pytest.raises(ValueError, match="saved with --icr-lr-scale 1, this run has 10"):
+        train.run_full(other)
+    # both scales != 1: the optimiser groups match, the saved scale alone tells them apart
+    scaled = _state(first.checkpoint)
+    scaled["config"]["icr_lr_scale"] = 10.0
+    scaled_path = first.checkpoint.with_name("scaled.pth")  # in the run's folder, as --resume requires
+    torch.save(scaled, scaled_path)
+    other = dataclasses.replace(part, icr_lr_scale=20.0, resume=str(scaled_path))
+    with pytest.raises(ValueError, match="saved with --icr-lr-scale 10, this run has 20"):
         train.run_full(other)
 
 
