@@ -272,6 +272,13 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
+def _flag_value(value: object) -> str:
+    """A setting as its command-line flag writes it (2e-4 -> 0.0002, (125000,) -> 125000)."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_flag_value(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 class Trainer:
     """One training run. Use :func:`train` unless you need the pieces."""
 
@@ -343,22 +350,22 @@ class Trainer:
             raise ValueError(f"{path}: not a train.py training checkpoint (use --weights for plain weights)")
         if state["model_config"] != self.net.config.to_dict() or state["stage"] != self.config.stage:
             raise ValueError(f"{path}: stage/model differ from this run (stage {state['stage']}); use --weights")
-        # The scheduler's state carries each group's base learning rate, so a run resumed under another scale would
-        # silently keep the saved one (or, from 1 to another, fail on torch's parameter-group mismatch).
-        saved_scale = (state.get("config") or {}).get("icr_lr_scale", 1.0)
-        if saved_scale != self.config.icr_lr_scale:
-            raise ValueError(f"{path}: saved with --icr-lr-scale {saved_scale:g}, this run has "
-                             f"{self.config.icr_lr_scale:g}; resume with the run's flags")
+        self._check_resumed_settings(path, state.get("config") or {})
         self.net.load_state_dict(state["network"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         sched = dict(state["scheduler"])
         if ("milestones" in sched) != isinstance(self.scheduler, torch.optim.lr_scheduler.MultiStepLR):
             raise ValueError(f"{path}: saved with another --lr-schedule than this run's {self.config.lr_schedule!r}")
+        # Both rules follow this run's flags (a re-planned run's --iterations / --lr-steps, docs/training.md): the
+        # cosine rule is rebuilt from --iterations, the step rule's milestones and factor are this run's.
         if "milestones" in sched:
-            sched["milestones"] = Counter(sched["milestones"])
-        else:  # the cosine rule is rebuilt from the config, not loaded
+            sched["milestones"] = Counter(self.config.lr_steps)
+            sched["gamma"] = self.config.lr_gamma
+        else:
             sched["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)
         self.scheduler.load_state_dict(sched)
+        if "milestones" in sched:
+            self._follow_step_rule(path, state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.start_iteration = int(state["iteration"])
@@ -370,6 +377,41 @@ class Trainer:
                                                        ", not from this file"))
             self.log(f"note: --weights {self.config.weights} ignored: the --resume checkpoint holds the weights"
                      f"{origin}")
+
+    def _follow_step_rule(self, path: str, saved: dict) -> None:
+        """After a resume under other --lr-steps / --lr-gamma than the checkpoint's: set each group's learning rate
+        to what this run's rule gives at the resumed iteration (the scheduler multiplies the current rate by the
+        factor at each milestone, so a milestone moved across the resumed iteration would otherwise be missed or
+        applied twice), and say so."""
+        steps, gamma = sorted(int(k) for k in saved["milestones"]), float(saved["gamma"])
+        if steps == sorted(self.config.lr_steps) and gamma == self.config.lr_gamma:
+            return
+        done = int(saved["last_epoch"])
+        passed = sum(1 for step in self.config.lr_steps if step <= done)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * self.config.lr_gamma ** passed
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.log(f"note: {path} was saved with --lr-steps {_flag_value(steps)} --lr-gamma {_flag_value(gamma)}; "
+                 f"from iteration {done} the learning rate follows this run's --lr-steps "
+                 f"{_flag_value(self.config.lr_steps)} --lr-gamma {_flag_value(self.config.lr_gamma)} (now "
+                 f"{_flag_value(self.scheduler._last_lr[0])})")
+
+    def _check_resumed_settings(self, path: str, saved: dict) -> None:
+        """Refuse a resume whose optimiser settings differ from the checkpoint's. The optimiser and scheduler
+        states carry them (each group's learning rate and base learning rate, the weight decay), so another value
+        on the command line would be silently ignored, or, for --icr-lr-scale between 1 and another value, fail on
+        torch's parameter-group mismatch. A setting an older checkpoint did not save is not checked
+        (--icr-lr-scale: 1, the only value before it was saved)."""
+        fields = ["lr", "optimizer", "weight_decay", "icr_lr_scale"]
+        saved = {"icr_lr_scale": 1.0, **saved}
+        for name in (f for f in fields if f in saved):
+            before, now = _flag_value(saved[name]), _flag_value(getattr(self.config, name))
+            if before != now:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{path}: saved with {flag} {before}, this run has {now}; the checkpoint's optimiser "
+                                 f"state would keep {before}. Resume with the run's flags ({flag} {before}), or start "
+                                 f"a new run from its weights: --weights {path} with another --run-name, without "
+                                 "--resume")
 
     def _loader(self, start: int, stop: int) -> Iterable[dict]:
         return self.data(self.config, start, stop, self.dist.rank, self.dist.world, self.device.type == "cuda")

@@ -151,6 +151,14 @@ def test_resume_is_bit_exact(data, tmp_path, schedule):
     other = dataclasses.replace(part, icr_lr_scale=10.0, resume=str(first.checkpoint))
     with pytest.raises(ValueError, match="saved with --icr-lr-scale 1, this run has 10"):
         train.run_full(other)
+    # settings the optimiser / scheduler state carries: another value would be silently kept at the saved one
+    lr = _state(first.checkpoint)["config"]["lr"]
+    changed = {"lr": (lr * 2, f"--lr {lr:g}, this run has {lr * 2:g}"),
+               "weight_decay": (1e-3, "--weight-decay 1e-07, this run has 0.001"),
+               "optimizer": ("adamw", "--optimizer adam, this run has adamw")}
+    for field, (value, message) in changed.items():
+        with pytest.raises(ValueError, match=f"saved with {message}; .* Resume with the run's flags"):
+            train.run_full(dataclasses.replace(part, resume=str(first.checkpoint), **{field: value}))
     # both scales != 1: the optimiser groups match, the saved scale alone tells them apart
     scaled = _state(first.checkpoint)
     scaled["config"]["icr_lr_scale"] = 10.0
@@ -159,6 +167,26 @@ def test_resume_is_bit_exact(data, tmp_path, schedule):
     other = dataclasses.replace(part, icr_lr_scale=20.0, resume=str(scaled_path))
     with pytest.raises(ValueError, match="saved with --icr-lr-scale 10, this run has 20"):
         train.run_full(other)
+
+
+def test_resume_follows_the_runs_lr_steps(data, tmp_path, capsys):
+    """A run re-planned on resume (other --lr-steps, as scripts/quickstart.py does with --lr-schedule step) gets
+    this run's step rule from the resumed iteration, with a note: the drop at step 1, already applied, is undone
+    when the new step lies beyond the run (the scheduler alone would keep the saved milestones and rate)."""
+    config = _config(data, tmp_path, stage=3, iterations=4, tensorboard=False, save_every=0, lr_schedule="step",
+                     lr_steps=(1,))
+    first = train.run_full(dataclasses.replace(config, stop_after=2))
+    base = _state(first.checkpoint)["config"]["lr"]
+    assert _state(first.checkpoint)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(base * 0.1)
+    capsys.readouterr()
+    rates = []
+    second = train.run_full(dataclasses.replace(config, lr_steps=(5,), resume=str(first.checkpoint)),
+                            lambda iteration, metrics: rates.append(metrics["lr"]))
+    assert rates == [pytest.approx(base)] * 2
+    assert _state(second.checkpoint)["scheduler"]["milestones"] == {5: 1}
+    out = capsys.readouterr().out
+    assert "was saved with --lr-steps 1 --lr-gamma 0.1; from iteration 2 the learning rate follows this run's " \
+           f"--lr-steps 5 --lr-gamma 0.1 (now {base:g})" in out, out
 
 
 @pytest.mark.slow
